@@ -32,7 +32,7 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any, TypeVar
 
-from sdmail.core.params import PARAMS, Kind, Param, computed_defaults
+from sdmail.core.params import PARAMS, Kind, Param, computed_defaults, domain_of_hostname
 
 DEFAULT_CONFIG_DIR = Path("/etc/sdmail")
 CONFIG_DIR_ENV = "SDMAIL_CONFIG_DIR"
@@ -416,6 +416,8 @@ class Config:
         config_dir: Path,
         main: Mapping[str, Setting],
         overrides: Mapping[str, Setting],
+        *,
+        strict: bool = True,
     ) -> None:
         self.config_dir = config_dir
         self._main = MappingProxyType(dict(main))
@@ -428,17 +430,31 @@ class Config:
         raw = dict(defaults)
         raw.update({name: s.value for name, s in self._main.items()})
         raw.update({name: s.value for name, s in self._overrides.items()})
-        self._raw = MappingProxyType(raw)
         where = {**self._main, **self._overrides}
+        if explicit_domain is None:
+            # As in Postfix, mydomain's default follows the myhostname in effect.
+            hostname = _Expander(raw, where).value_of("myhostname")
+            raw["mydomain"] = defaults["mydomain"] = domain_of_hostname(hostname)
+        self._raw = MappingProxyType(raw)
         expander = _Expander(raw, where)
-        values = {name: expander.value_of(name) for name in raw}
-        for name in _FILE_VALUED:
-            values[name] = _value_from_file(name, values[name], where.get(name))
+        problems: list[str] = []
+        values: dict[str, str] = {}
+        for name, text in raw.items():
+            try:
+                values[name] = expander.value_of(name)
+                if name in _FILE_VALUED:
+                    values[name] = _value_from_file(name, values[name], where.get(name))
+            except ConfigError as exc:
+                if strict:
+                    raise
+                problems.append(str(exc))
+                values[name] = text
+                expander.stack.clear()
         self._values = MappingProxyType(values)
-        self._validate(where)
-        self.warnings = tuple(
-            f"undefined parameter: ${name}" for name in sorted(expander.undefined)
-        )
+        if strict:
+            self._validate(where)
+        undefined = [f"undefined parameter: ${name}" for name in sorted(expander.undefined)]
+        self.warnings = tuple(problems + undefined)
 
     def _explicit_value(self, name: str) -> str | None:
         setting = self._overrides.get(name) or self._main.get(name)
@@ -557,11 +573,13 @@ def load_config(
     overrides: Sequence[str] = (),
     *,
     missing_ok: bool = False,
+    strict: bool = True,
 ) -> Config:
     """Read CONFIG_DIR/main.cf, apply `name=value` OVERRIDES, expand: a new Config.
 
     A missing main.cf is an error (as in Postfix) unless MISSING_OK, which gives the
-    built-in defaults.
+    built-in defaults.  STRICT=False (postconf) keeps going past values that do not
+    convert or expand, leaving them as written and noting why in `warnings`.
     """
     directory = config_directory(config_dir)
     path = directory / MAIN_CF
@@ -573,7 +591,7 @@ def load_config(
     for text in overrides:
         setting = parse_override(text)
         extra[setting.name] = setting
-    return Config(directory, main, extra)
+    return Config(directory, main, extra, strict=strict)
 
 
 def bind(cls: type[T], cfg: Config) -> T:
