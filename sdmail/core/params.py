@@ -233,7 +233,7 @@ PARAMS: Mapping[str, Param] = _registry(
     _s("undisclosed_recipients_header", "", "The header added when there is no To: or Cc:."),
     _b("cleanup_replace_stray_cr_lf", "yes", "Replace stray CR and LF in message lines by space."),
     _s("non_empty_end_of_header_action", "fix_quietly", "What to do with a header without end."),
-    _s("in_flow_delay", "1s", "How long cleanup waits when the queue manager falls behind."),
+    _t("in_flow_delay", "1s", "How long cleanup waits when the queue manager falls behind."),
     _b("strict_7bit_headers", "no", "Reject 8-bit text in message headers."),
     _b("strict_8bitmime", "no", "Reject 8-bit text in 7-bit messages."),
     _l("header_checks", "", "Restrictions on message headers."),
@@ -422,7 +422,11 @@ PARAMS: Mapping[str, Param] = _registry(
     _l("allow_mail_to_commands", "alias, forward", "Where delivery to |command is allowed."),
     _l("allow_mail_to_files", "alias, forward", "Where delivery to /file is allowed."),
     _t("command_time_limit", "1000s", "Time limit of delivery to a command.", "s", 1),
-    _i("local_command_shell", "0", "Unused; commands run with /bin/sh -c."),
+    _s(
+        "local_command_shell",
+        "",
+        "The shell of mailbox_command and alias commands (empty: /bin/sh).",
+    ),
     _b("expand_owner_alias", "no", "Use owner-alias as the sender of alias mail."),
     _s("prepend_delivered_header", "command, file, forward", "When Delivered-To: is added."),
 )
