@@ -391,7 +391,7 @@ def format_delivery(
     `QUEUEID: to=<rcpt>[, orig_to=<orig>], relay=R[, conn_use=N], delay=D, delays=a/b/c/d,
     dsn=X.Y.Z, status=S (text)`
 
-    TO and ORIG_TO are addresses in their logged (external, quoted) form, `` for the null
+    TO and ORIG_TO are addresses in their logged (external, quoted) form, "" for the null
     address; ORIG_TO is shown only when it differs from TO ignoring case; CONN_USE only when
     the connection carried more than one delivery. DELAYS are the seconds before qmgr, in
     qmgr, in connection set-up and in transmission; RESOLUTION_LIMIT is
@@ -428,7 +428,7 @@ def format_reject(
     from=<a@b> to=<u@x> proto=ESMTP helo=<h>`
 
     STAGE is the SMTP stage (`CONNECT`, `EHLO`, `MAIL`, `RCPT`, `DATA`, `END-OF-MESSAGE`,
-    ...), CLIENT `name[addr]`, REPLY the reply sent. Each of SENDER (`` is the null sender,
+    ...), CLIENT `name[addr]`, REPLY the reply sent. Each of SENDER ("" is the null sender,
     logged `from=<>`), RECIPIENT, PROTO and HELO is shown only when known (not None).
     Control characters in the texts show as `?`.
     """

@@ -174,9 +174,10 @@ class Demo:
         self.notify = Notify(directory / "notify")
         self.process: subprocess.Popen[str] | None = None
 
-    def start(self, *args: str, mode: str = "") -> None:
+    def start(self, *args: str, mode: str = "", **extra_env: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("NOTIFY_", "WATCHDOG_"))}
         env.update(
+            extra_env,
             PYTHONPATH=str(REPO),
             DEMO_SHAPE=self.shape,
             DEMO_MODE=mode,
@@ -328,6 +329,18 @@ def test_daemon_exits_after_max_idle_without_clients(demo):
     assert demo.run(mode="idle") == 0
     demo.journal.wait_for("^idle, exiting$")
     assert 0.9 <= time.monotonic() - started < 15
+
+
+def test_watchdog_is_fed_while_the_daemon_waits(demo):
+    demo.main_cf.write_text("message_size_limit = 1\n")
+    demo.start(WATCHDOG_USEC="300000")
+    demo.notify.wait_for("READY=1")
+    started = time.monotonic()
+    demo.notify.wait_for("WATCHDOG=1", timeout=5)
+    demo.notify.wait_for("WATCHDOG=1", timeout=5)
+    assert time.monotonic() - started < 1.5
+    demo.signal(signal.SIGTERM)
+    assert demo.wait() == 0
 
 
 def test_bad_command_line_exits_64_with_usage(demo):
