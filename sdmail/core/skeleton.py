@@ -297,13 +297,20 @@ class DaemonContext(_Context[S]):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.lifetime = Lifetime(1, 1)
+        self.lifetime = Lifetime(1, 1)  # its limits come with the configuration, in _apply
         self.stopping = False
         self._stop_signal: int | None = None
         self._stopping_told = False
         self._reload_hooks: list[ReloadHook] = []
-        self._watchdog = systemd.watchdog_interval()
+        self._watchdog = self._watchdog_interval()
         self._last_watchdog = time.monotonic()
+
+    def _watchdog_interval(self) -> float | None:
+        try:
+            return systemd.watchdog_interval()
+        except systemd.SystemdError as exc:
+            self.logger.warning("%s; not feeding the watchdog", exc)
+            return None
 
     def _apply(self, cfg: Config, settings: S | None) -> None:
         super()._apply(cfg, settings)
