@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from email.header import Header
 
 from sdmail.cleanup.content import HeaderField, Message, header
+from sdmail.core.address import quote_address
 from sdmail.core.maildate import mail_date
 
 _PHRASE_SPECIALS = re.compile(r'[()<>@,;:\\".\[\]]')
-_LOCAL_SPECIALS = re.compile(r'[()<>@,;:\\"\[\]\s]|^\.|\.\.|\.$')
 
 
 @dataclass(frozen=True)
@@ -83,21 +83,6 @@ def _add_for_and_date(lines: list[str], recipients: list[str], when: float) -> N
 def message_id(queue_id: str, created: float, myhostname: str) -> str:
     stamp = time.strftime("%Y%m%d%H%M%S", time.gmtime(created))
     return f"<{stamp}.{queue_id}@{myhostname}>"
-
-
-def quote_local_part(local: str) -> str:
-    """An address local part as RFC 5322 wants it written (quoted when it must be)."""
-    if local and not _LOCAL_SPECIALS.search(local):
-        return local
-    escaped = local.replace("\\", "\\\\").replace('"', '\\"')
-    return f'"{escaped}"'
-
-
-def quote_address(address: str) -> str:
-    local, at, domain = address.rpartition("@")
-    if not at:
-        return quote_local_part(address)
-    return f"{quote_local_part(local)}@{domain}"
 
 
 def from_header(sender: str, full_name: str | None, header_from_format: str) -> HeaderField:
