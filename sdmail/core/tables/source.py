@@ -24,6 +24,7 @@ quoted key.  `merge_entries` never raises; it reports duplicates through WARN.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from pathlib import Path
 from sdmail.core.tables.table import TableError
 
 WHITESPACE = " \t\n\v\f\r"
+_FIRST_WHITESPACE = re.compile(r"[ \t\n\v\f\r]")
 
 
 @dataclass(frozen=True)
@@ -137,7 +139,8 @@ def parse_entry(logical: LogicalLine, path: str | Path) -> Entry:
         if rest and rest[0] not in WHITESPACE:
             raise TableError("quoted key must be followed by whitespace", path, logical.line)
     else:
-        end = next((i for i, char in enumerate(text) if char in WHITESPACE), len(text))
+        space = _FIRST_WHITESPACE.search(text)
+        end = len(text) if space is None else space.start()
         key, rest = text[:end], text[end:]
     value = rest.strip(WHITESPACE)
     if not value:
