@@ -27,6 +27,7 @@ syntax error with file and line: the old table is left in place), 64 usage.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
 import stat
@@ -312,6 +313,9 @@ def stdin_lines() -> Iterable[str]:
 def run(tool: Tool, argv: Sequence[str]) -> int:
     """Run TOOL with command-line ARGV; every failure becomes a message and a status."""
     logging.basicConfig(format=f"{tool.program}: warning: %(message)s", level=logging.WARNING)
+    if isinstance(sys.stdout, io.TextIOWrapper):
+        # Keys read from stdin that are not UTF-8 are printed back byte for byte.
+        sys.stdout.reconfigure(errors="surrogateescape")
     try:
         options = parse_arguments(argv, tool.usage)
         cfg = load_config(options.config_dir, options.overrides, strict=False)

@@ -83,6 +83,18 @@ def test_query_from_stdin_prints_key_tab_value_for_found_keys(tmp_path, confdir)
     assert (none.returncode, none.stdout) == (1, "")
 
 
+def test_query_from_stdin_echoes_keys_that_are_not_utf8(tmp_path, confdir):
+    env = {**os.environ, "SDMAIL_CONFIG_DIR": str(confdir), "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "-m", "sdmail.postmap", "-q", "-", "regexp:{ {/^a/ found} }"],
+        input=b"a\xff\nb\xfe\n",
+        capture_output=True,
+        env=env,
+        timeout=60,
+    )
+    assert (result.returncode, result.stdout, result.stderr) == (0, b"a\xff\tfound\n", b"")
+
+
 def test_query_searches_several_tables_in_order(tmp_path, confdir):
     first = write(tmp_path / "first", "a from-first\n")
     second = write(tmp_path / "second", "a from-second\nb only-second\n")
