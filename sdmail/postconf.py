@@ -214,7 +214,7 @@ def edit_main_cf(
 def table_types() -> list[str]:
     from sdmail.core import tables  # noqa: PLC0415  (only -m needs the table registry)
 
-    return sorted(getattr(tables, "TABLE_TYPES", ()))
+    return sorted(tables.TABLE_TYPES)
 
 
 def run(argv: Sequence[str]) -> int:

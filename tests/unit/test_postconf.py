@@ -192,3 +192,9 @@ def test_d_output_matches_golden_file(tmp_path):
 def test_n_output_matches_golden_file(tmp_path):
     (tmp_path / "main.cf").write_text((DATA / "debian-like.main.cf").read_text())
     assert postconf(tmp_path, "-n").stdout == (DATA / "debian-like.n.golden").read_text()
+
+
+def test_m_lists_the_table_types(cfdir):
+    types = postconf(cfdir, "-m").stdout.split()
+    assert types == sorted(types)
+    assert {"hash", "texthash", "inline", "static", "regexp", "pcre"} <= set(types)
