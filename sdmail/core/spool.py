@@ -13,7 +13,7 @@ are `sdmail.core.qfile`'s business.
 
 Creating a queue file (`Spool.create`): the file is written under a temporary
 name that is never a valid queue ID (so no reader sees it), fsynced, renamed to
-its queue ID (Postfix's long format, from the time after the write and the
+its queue ID (Postfix's long format, from the time the file was made and its
 inode), and the directory is fsynced before the ID is returned; the caller may
 acknowledge the message only after that. Threads of one process creating
 files in the same directory share directory fsyncs (group commit): a thread
@@ -283,6 +283,9 @@ class Created:
     created_at: datetime.datetime  # UTC, to the microsecond; the time in the queue ID
 
 
+ContentMaker = Callable[[Created], "bytes | Iterable[bytes]"]
+
+
 class QueueFileHandle:
     """An open queue file: its descriptor, queue and queue ID. A context manager."""
 
@@ -458,22 +461,34 @@ class Spool:
         self,
         queue: QueueName | str,
         envelope: Envelope,
-        content: bytes | Iterable[bytes],
+        content: bytes | Iterable[bytes] | ContentMaker,
     ) -> Created:
-        """Write a queue file durably and return its queue ID (see the module docstring)."""
+        """Write a queue file durably and return its queue ID (see the module docstring).
+
+        CONTENT may be a function of the queue ID and its time, for content that
+        must name its own queue ID (Received:, Message-Id:); whatever it raises
+        passes through after the partial file is removed.
+        """
         queue = _queue(queue)
         dir_fd = self._dir_fd(queue)
         temp_name, fd = self._open_temporary(queue, dir_fd)
         current_name = temp_name
         try:
             try:
-                inode = _write_queue_file(fd, queue, envelope, content)
+                seconds, usec = _CLOCK.next()
+                queue_id = make_queue_id(seconds, usec, os.fstat(fd).st_ino)
+                created = Created(
+                    queue_id,
+                    queue,
+                    datetime.datetime.fromtimestamp(seconds, datetime.UTC).replace(
+                        microsecond=usec
+                    ),
+                )
+                data = content(created) if callable(content) else content
+                _write_queue_file(fd, queue, envelope, data)
             finally:
                 with contextlib.suppress(OSError):  # the data is on disk, or an error is raised
                     os.close(fd)
-            seconds, usec = _CLOCK.next()
-            created_at = datetime.datetime.fromtimestamp(seconds, datetime.UTC)
-            queue_id = make_queue_id(seconds, usec, inode)
             try:
                 os.rename(temp_name, queue_id, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
                 current_name = queue_id
@@ -483,7 +498,7 @@ class Spool:
         except BaseException:
             self._discard(dir_fd, current_name)
             raise
-        return Created(queue_id, queue, created_at.replace(microsecond=usec))
+        return created
 
     def _open_temporary(self, queue: QueueName, dir_fd: int) -> tuple[str, int]:
         flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC

@@ -560,3 +560,31 @@ def test_a_delivery_agent_process_lock_keeps_qmgr_out_until_it_exits(spool: Spoo
         child.stdin.flush()
         child.wait(timeout=30)
         lock_exclusive(qmgr)
+
+
+# -- content that names its own queue ID ---------------------------------------------------
+
+
+def test_content_maker_sees_the_queue_id_the_file_gets(spool: Spool) -> None:
+    seen = []
+
+    def make(created):  # type: ignore[no-untyped-def]
+        seen.append(created)
+        return f"Received: by h id {created.queue_id}\n\nbody\n".encode()
+
+    created = spool.create(QueueName.INCOMING, ENVELOPE, make)
+    assert seen == [created]
+    with spool.open(QueueName.INCOMING, created.queue_id) as handle:
+        data = os.pread(handle.fd, 1 << 20, 0)
+    assert qfile.decode(data).content_from(data) == (
+        f"Received: by h id {created.queue_id}\n\nbody\n".encode()
+    )
+
+
+def test_content_maker_that_raises_leaves_nothing(spool: Spool) -> None:
+    def refuse(created):  # type: ignore[no-untyped-def]
+        raise ValueError("message file too big")
+
+    with pytest.raises(ValueError, match="too big"):
+        spool.create(QueueName.INCOMING, ENVELOPE, refuse)
+    assert names_in(spool, "incoming") == []
