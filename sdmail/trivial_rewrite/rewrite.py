@@ -17,7 +17,8 @@ apply, in order, repeatedly until the address no longer changes:
 The REMOTE context (headers of mail from remote clients) uses
 `$remote_header_rewrite_domain` in place of both $myorigin and $mydomain, and
 leaves an incomplete address unchanged when that parameter is empty.  The empty
-address stays empty, and a lone `@` becomes empty.
+address stays empty, and a lone `@` becomes empty; no other address ever does
+(a lone `!` or `%` is completed like a user name, not swapped into a lone `@`).
 
 Failure modes: none.  Any string is rewritten; garbage in, garbage out -- the
 parser in sdmail.core.address is where bad addresses are refused.
@@ -68,17 +69,22 @@ def strip_source_route(address: str) -> str:
     """`@a,@b:user@site` -> `user@site`: everything up to the first `:`."""
     if address.startswith("@"):
         _, colon, rest = address.partition(":")
-        if colon and rest:
+        # `@a:@` would leave a lone `@`, which reads as the null address.
+        if colon and rest and rest != "@":
             return rest
     return address
 
 
 def _qualify(address: str, origin: str, settings: RewriteSettings) -> str:
-    """Rule 2: an address without `@` gets one, from a bang path, a `%` or $myorigin."""
-    if settings.swap_bangpath and "!" in address:
+    """Rule 2: an address without `@` gets one, from a bang path, a `%` or $myorigin.
+
+    A lone `!` or `%` is not swapped: the result would be a lone `@`, which reads
+    as the null address and would turn a recipient into a bounce-less sender.
+    """
+    if settings.swap_bangpath and "!" in address and address != "!":
         site, _, user = address.partition("!")
         return f"{user}@{site}"
-    if settings.allow_percent_hack and "%" in address:
+    if settings.allow_percent_hack and "%" in address and address != "%":
         user, _, domain = address.rpartition("%")
         return f"{user}@{domain}"
     if settings.append_at_myorigin and origin:

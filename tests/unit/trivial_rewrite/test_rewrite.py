@@ -41,6 +41,11 @@ GOLDEN = [
     ("User.Name+tag@Example.ORG", LOCAL, (), "User.Name+tag@Example.ORG"),
     ("", LOCAL, (), ""),
     ("@", LOCAL, (), ""),
+    ("!", LOCAL, (), "!@example.com"),
+    ("%", LOCAL, (), "%@example.com"),
+    ("@a.example:@", LOCAL, (), "@a.example:@"),
+    ("site!", LOCAL, (), "@site"),
+    ("!user", LOCAL, (), "user@"),
     # Source routes.
     ("@a.example,@b.example:user@c.example", LOCAL, (), "user@c.example"),
     ("@a.example:user", LOCAL, (), "user@example.com"),
