@@ -45,7 +45,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Generic, Protocol, TypeVar
 
-from sdmail.core.address import is_ip_address, lookup_key
+from sdmail.core.address import IPAddress, is_ip_address, lookup_key
 from sdmail.core.config import split_list
 
 _MAX_FILE_NESTING = 10
@@ -146,6 +146,8 @@ class _MatchList(Generic[Subject]):
             text = Path(file_name).read_text(encoding="utf-8", errors="replace")
         except OSError as exc:
             raise self._error(f"open file: {exc.strerror}", file_name, None) from None
+        except ValueError:  # a NUL or an undecodable byte in the name
+            raise self._error("bad file name", repr(file_name), None) from None
         for number, raw in enumerate(text.splitlines(), start=1):
             stripped = raw.strip()
             if stripped and not stripped.startswith("#"):
@@ -249,7 +251,6 @@ class DomainList(_MatchList[str]):
 # Networks
 # --------------------------------------------------------------------------------------
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 
 def parse_network(pattern: str) -> IPNetwork:

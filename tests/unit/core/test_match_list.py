@@ -16,6 +16,7 @@ from sdmail.core.match_list import (
     NetworkList,
     StringList,
     is_table_spec,
+    open_registered_table,
     parse_network,
 )
 
@@ -201,6 +202,25 @@ def test_unbalanced_brace_is_an_error() -> None:
 
 
 # --------------------------------------------------------------------------------------
+# The real table registry (sdmail.core.tables), the default opener
+# --------------------------------------------------------------------------------------
+def test_default_opener_uses_the_table_registry(tmp_path: Path) -> None:
+    relay = tmp_path / "relay"
+    relay.write_text("example.com  OK\n")
+    relay_domains = DomainList(f"texthash:{relay}, inline:{{ example.org=OK }}", True)
+    assert relay_domains.matches("mx.Example.COM")
+    assert relay_domains.matches("example.org")
+    assert not relay_domains.matches("example.net")
+
+
+def test_default_opener_reports_a_missing_table_as_match_list_error(tmp_path: Path) -> None:
+    with pytest.raises(MatchListError, match=r"^relay_domains: .*missing"):
+        DomainList(f"texthash:{tmp_path}/missing", True, name="relay_domains")
+    with pytest.raises(MatchListError, match="unsupported dictionary type: nosuch"):
+        open_registered_table("nosuch:/x")
+
+
+# --------------------------------------------------------------------------------------
 # Files
 # --------------------------------------------------------------------------------------
 def test_file_items_are_read_one_per_line_with_comments(tmp_path: Path) -> None:
@@ -243,6 +263,11 @@ def test_bad_pattern_in_file_names_file_and_line(tmp_path: Path) -> None:
         NetworkList(str(networks), name="mynetworks")
     assert caught.value.path == str(networks) and caught.value.line == 3
     assert str(caught.value).startswith(f"mynetworks: {networks}, line 3: non-null host")
+
+
+def test_file_name_with_nul_is_an_error() -> None:
+    with pytest.raises(MatchListError, match="bad file name"):
+        StringList("/etc/\0x", name="mydestination")
 
 
 def test_negated_file_is_refused() -> None:
@@ -341,7 +366,11 @@ def test_namadr_table_is_asked_for_name_then_address() -> None:
 # --------------------------------------------------------------------------------------
 # Properties
 # --------------------------------------------------------------------------------------
-@given(st.text(max_size=60))
+# No letters that could spell a real device such as /dev/stdin.
+_hostile = st.text(alphabet="/![]{}:,. \t0123456789abcdef\0\udc80ü", max_size=40)
+
+
+@given(st.one_of(st.text(max_size=60), _hostile))
 def test_building_a_list_from_arbitrary_text_raises_only_match_list_error(text: str) -> None:
     def no_tables(spec: str) -> FakeTable:
         return FakeTable({})
