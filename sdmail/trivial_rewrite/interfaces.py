@@ -21,9 +21,7 @@ import socket
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from sdmail.core.address import is_ip_address
-
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+from sdmail.core.address import IPAddress, is_ip_address
 
 FIB_TRIE = Path("/proc/net/fib_trie")
 IF_INET6 = Path("/proc/net/if_inet6")

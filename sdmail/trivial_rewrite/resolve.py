@@ -55,6 +55,7 @@ import enum
 from dataclasses import dataclass
 
 from sdmail.core.address import (
+    IPAddress,
     is_address_literal,
     is_ip_address,
     is_valid_hostname,
@@ -70,7 +71,7 @@ from sdmail.core.match_list import (
     open_registered_table,
 )
 from sdmail.core.tables.addr_find import LookupSettings, transport_keys
-from sdmail.trivial_rewrite.interfaces import InterfaceError, IPAddress, interface_addresses
+from sdmail.trivial_rewrite.interfaces import InterfaceError, interface_addresses
 from sdmail.trivial_rewrite.rewrite import RewriteContext, RewriteSettings, rewrite_step
 
 # Postfix's fixed service name for mail that bounces with the next hop as its text.
