@@ -146,6 +146,16 @@ PARAMS: Mapping[str, Param] = _registry(
         "envelope_sender, envelope_recipient, header_sender, header_recipient",
         "Which addresses canonical_maps applies to.",
     ),
+    _l(
+        "sender_canonical_classes",
+        "envelope_sender, header_sender",
+        "Which addresses sender_canonical_maps applies to.",
+    ),
+    _l(
+        "recipient_canonical_classes",
+        "envelope_recipient, header_recipient",
+        "Which addresses recipient_canonical_maps applies to.",
+    ),
     _l("virtual_alias_maps", "$virtual_maps", "Aliases for recipients of any domain."),
     _l("virtual_maps", "", "The old name of virtual_alias_maps."),
     _l("virtual_alias_domains", "$virtual_alias_maps", "Domains whose every address is aliased."),

@@ -70,9 +70,10 @@ from sdmail.core.match_list import (
     TableOpener,
     open_registered_table,
 )
+from sdmail.core.records import RewriteContext
 from sdmail.core.tables.addr_find import LookupSettings, transport_keys
 from sdmail.trivial_rewrite.interfaces import InterfaceError, interface_addresses
-from sdmail.trivial_rewrite.rewrite import RewriteContext, RewriteSettings, rewrite_step
+from sdmail.trivial_rewrite.rewrite import RewriteSettings, rewrite_step
 
 # Postfix's fixed service name for mail that bounces with the next hop as its text.
 ERROR_TRANSPORT = "error"

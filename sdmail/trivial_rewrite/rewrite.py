@@ -26,18 +26,11 @@ parser in sdmail.core.address is where bad addresses are refused.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass
 from typing import Self
 
 from sdmail.core.config import Config, bind
-
-
-class RewriteContext(enum.Enum):
-    """Which domains complete an incomplete address."""
-
-    LOCAL = "local"
-    REMOTE = "remote"
+from sdmail.core.records import RewriteContext
 
 
 @dataclass(frozen=True)

@@ -9,8 +9,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdmail.core.config import ConfigError, load_config
+from sdmail.core.records import RewriteContext
 from sdmail.trivial_rewrite.rewrite import (
-    RewriteContext,
     RewriteSettings,
     rewrite_address,
     rewrite_step,
