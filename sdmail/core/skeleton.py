@@ -56,11 +56,17 @@ from typing import Any, Final, Generic, NoReturn, TypeVar
 from sdmail.core import systemd
 from sdmail.core.config import Config, ConfigError, bind, load_config
 from sdmail.core.log import JOURNAL_SOCKET, log_traceback, setup_logging
+from sdmail.core.match_list import MatchListError
+from sdmail.core.tables.table import TableError
 
 S = TypeVar("S")
 
 _STOP_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT)
 _HANDLED_SIGNALS: Final = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+
+# What a bad main.cf, list file or table file raises: each names file, line and
+# parameter, and each ends a starting daemon with EX_CONFIG (78) or fails a reload.
+CONFIGURATION_ERRORS = (ConfigError, MatchListError, TableError)
 
 
 class ExitCode(IntEnum):
@@ -341,7 +347,7 @@ class DaemonContext(_Context[S]):
     def _reload_prepare(self) -> None:
         self._notify(systemd.notify_reloading)
 
-    def _reload_failed(self, exc: ConfigError) -> None:
+    def _reload_failed(self, exc: ConfigError | MatchListError | TableError) -> None:
         self.logger.warning("%s; keeping the previous configuration", exc)
         self._notify(systemd.notify_ready)
 
@@ -410,7 +416,7 @@ class PlainDaemonContext(DaemonContext[S]):
         self._reload_prepare()
         try:
             new = self._load()
-        except ConfigError as exc:
+        except CONFIGURATION_ERRORS as exc:
             self._reload_failed(exc)
             return
         self._apply(*new)
@@ -467,7 +473,7 @@ class AsyncDaemonContext(DaemonContext[S]):
             self._reload_prepare()
             try:
                 new = await asyncio.to_thread(self._load)
-            except ConfigError as exc:
+            except CONFIGURATION_ERRORS as exc:
                 self._reload_failed(exc)
             else:
                 self._apply(*new)
@@ -631,7 +637,7 @@ def _run(
     except UsageError as exc:
         logger.critical("%s", exc)
         return ExitCode.USAGE
-    except ConfigError as exc:
+    except CONFIGURATION_ERRORS as exc:
         logger.critical("%s", exc)
         return ExitCode.CONFIG
     except Fatal as exc:

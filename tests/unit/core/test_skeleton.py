@@ -437,6 +437,22 @@ def test_tool_with_broken_main_cf_exits_78_naming_file_and_line(tmp_path, no_jou
     )
 
 
+def test_bad_table_file_is_a_configuration_error_naming_file_and_line(tmp_path, no_journal, capsys):
+    """A table the program opens (here a regexp file with a bad line) ends it with 78."""
+    from sdmail.core.tables import open_table
+
+    (tmp_path / "main.cf").write_text("")
+    (tmp_path / "checks").write_text("/ok/ OK\nthis is not a rule\n")
+
+    def tool(ctx):
+        open_table(f"regexp:{tmp_path / 'checks'}").lookup("x")
+
+    status = run_tool("postdemo", ["-c", str(tmp_path)], tool, journal_socket=no_journal)
+    assert status == 78
+    err = capsys.readouterr().err
+    assert err.startswith(f"postdemo: fatal: {tmp_path / 'checks'}, line 2:")
+
+
 def test_tool_that_does_not_need_config_runs_with_a_broken_main_cf(tmp_path, no_journal, capsys):
     (tmp_path / "main.cf").write_text("max_use = many\n")
     status = run_tool(
