@@ -245,6 +245,9 @@ def run(argv: Sequence[str]) -> int:
     if edits:
         return run_edit(directory / MAIN_CF, edits.pop(), args)
     cfg = load_config(directory, overrides, strict=False)
+    if "d" not in flags:
+        for problem in cfg.warnings:
+            warn(problem if problem.startswith("/") else f"{directory / MAIN_CF}: {problem}")
     if "n" in flags or not args:
         warn_unused(cfg)
     show(cfg, args, flags)

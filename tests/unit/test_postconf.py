@@ -198,3 +198,12 @@ def test_m_lists_the_table_types(cfdir):
     types = postconf(cfdir, "-m").stdout.split()
     assert types == sorted(types)
     assert {"hash", "texthash", "inline", "static", "regexp", "pcre"} <= set(types)
+
+
+def test_undefined_name_and_broken_expansion_are_warned_about(cfdir):
+    (cfdir / "main.cf").write_text("smtpd_banner = $myhostname $nosuch\na = $b\nb = $a\n")
+    result = postconf(cfdir, "smtpd_banner")
+    assert result.returncode == 0
+    assert result.stdout == "smtpd_banner = $myhostname $nosuch\n"
+    assert f"postconf: warning: {cfdir}/main.cf: undefined parameter: $nosuch\n" in result.stderr
+    assert "recursive parameter expansion" in result.stderr
