@@ -118,6 +118,11 @@ PARAMS: Mapping[str, Param] = _registry(
     _s("config_directory", "/etc/sdmail", "The directory of main.cf and the lookup tables."),
     _s("queue_directory", "/var/spool/sdmail", "The top of the mail queue."),
     _s("data_directory", "/var/lib/sdmail", "Where sdmail keeps state other than the queue."),
+    _s(
+        "socket_directory",
+        "/run/sdmail",
+        "Where the services' UNIX sockets are (postdrop, cleanup, showq, qmgr, the agents).",
+    ),
     _s("mail_owner", "sdmail", "The user that owns the queue and runs the unprivileged parts."),
     _s(
         "default_privs", "nobody", "The user local delivery uses for commands and files of aliases."
