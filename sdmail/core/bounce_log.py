@@ -1,0 +1,94 @@
+"""The per-message delivery-status logs in bounce/, defer/ and trace/ (Postfix's bounce_log).
+
+When a delivery attempt ends for a recipient with a result the sender may hear
+of, qmgr appends one record to the message's log: `defer/QUEUEID` for a
+temporary failure (its reason is what `mailq` shows), `bounce/QUEUEID` for a
+permanent one (read back to build the non-delivery notice), `trace/QUEUEID`
+for success reports that were asked for.  A log is named by the message's queue
+ID and removed with the message.
+
+A record is one line of JSON: address, original address, DSN status, the
+status word (`deferred`, `bounced`, `sent`), the text, the relay and the time.
+Lines are appended with O_APPEND in one write each, so a reader sees whole
+records; a torn last line (a crash mid-append) is skipped when read.
+
+OWNS the format of these files and nothing else: who writes them is in
+HACKING.md's one-writer table (qmgr), who reads them (showq, the bounce notice
+builder) uses `read`.
+
+Failure modes: `append` raises OSError from the file system; `read` returns []
+for a log that does not exist and skips lines it cannot parse.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from sdmail.core.records import QueueName
+
+LOG_QUEUES = (QueueName.BOUNCE, QueueName.DEFER, QueueName.TRACE)
+
+
+@dataclass(frozen=True)
+class StatusRecord:
+    address: str
+    status: str  # deferred | bounced | sent
+    dsn: str
+    text: str
+    orig_address: str | None = None
+    relay: str = "none"
+    when: float = 0.0
+
+
+def log_path(queue_directory: Path | str, log: QueueName, queue_id: str) -> Path:
+    """The log's path; QUEUE_ID must already be valid (core/spool.valid_queue_id)."""
+    if log not in LOG_QUEUES:
+        raise ValueError(f"not a status log queue: {log}")
+    return Path(queue_directory) / log.value / queue_id
+
+
+def append(
+    queue_directory: Path | str, log: QueueName, queue_id: str, record: StatusRecord
+) -> None:
+    """Add RECORD to the message's LOG (creating it, mode 0600)."""
+    if not record.when:
+        record = StatusRecord(**{**asdict(record), "when": time.time()})
+    line = json.dumps(asdict(record), ensure_ascii=False, separators=(",", ":")) + "\n"
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC
+    fd = os.open(log_path(queue_directory, log, queue_id), flags, 0o600)
+    try:
+        os.write(fd, line.encode("utf-8", "surrogateescape"))
+    finally:
+        os.close(fd)
+
+
+def read(queue_directory: Path | str, log: QueueName, queue_id: str) -> list[StatusRecord]:
+    """Every whole record of the message's LOG, oldest first; [] when there is none."""
+    try:
+        fd = os.open(log_path(queue_directory, log, queue_id), os.O_RDONLY | os.O_NOFOLLOW)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    with os.fdopen(fd, "rb") as handle:
+        data = handle.read()
+    records = []
+    for line in data.decode("utf-8", "surrogateescape").splitlines():
+        try:
+            fields = json.loads(line)
+            records.append(StatusRecord(**fields))
+        except (ValueError, TypeError):
+            continue
+    return records
+
+
+def remove(
+    queue_directory: Path | str, queue_id: str, logs: tuple[QueueName, ...] = LOG_QUEUES
+) -> None:
+    """Remove the message's logs (those that exist)."""
+    for log in logs:
+        with contextlib.suppress(FileNotFoundError):
+            log_path(queue_directory, log, queue_id).unlink()
