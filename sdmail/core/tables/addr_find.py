@@ -14,11 +14,15 @@ is meant to see whole addresses (Postfix's DICT_FLAG_FIXED).
                                parent_domain_matches_subdomains), *
     aliases (local(8)):        user+ext, user
 
-Extensions are split at the first character of `recipient_delimiter` found in
-the local part (a set of characters since Postfix 2.11); never in postmaster,
-MAILER-DAEMON or `double_bounce_sender`, nor (when `-` is a delimiter and
-`owner_request_special` is on) in owner-list or list-request, nor when the user
-part would be empty.  When a key without the extension matched and the table's
+Addresses are split into local part and domain, and local parts into user and
+extension, by `sdmail.core.address` (`split_address`, `split_extension`), which
+owns those rules: the extension starts at the first character of
+`recipient_delimiter` found (a set of characters since Postfix 2.11), and is
+never split off postmaster, MAILER-DAEMON or `double_bounce_sender`, nor (when
+`-` is a delimiter and `owner_request_special` is on) owner-list or
+list-request, nor when the user part would be empty.  Here an address without
+`@` has no domain at all (None), and a local part with nothing split off has no
+extension (None).  When a key without the extension matched and the table's
 class is in `propagate_unmatched_extensions`, the extension is copied into each
 address of the result (`joe@example.net` -> `joe+foo@example.net`).
 
@@ -35,10 +39,8 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from sdmail.core.address import split_address, split_extension
 from sdmail.core.tables.table import Table
-
-# Local parts that are never split at the delimiter (Postfix's split_addr).
-_NEVER_SPLIT = frozenset({"postmaster", "mailer-daemon"})
 
 
 @dataclass(frozen=True)
@@ -70,38 +72,29 @@ class Found:
     extension: str | None
 
 
-def split_address(address: str) -> tuple[str, str | None]:
-    """(local part, domain) at the last `@`; domain None when there is no `@`."""
-    local, at, domain = address.rpartition("@")
-    return (local, domain) if at else (address, None)
+def _local_and_domain(address: str) -> tuple[str, str | None]:
+    """(local part, domain); domain None when there is no `@` (`user@` has domain "")."""
+    local, domain = split_address(address)
+    return local, (domain if "@" in address else None)
 
 
-def split_extension(local_part: str, settings: LookupSettings) -> tuple[str, str | None]:
-    """(user, extension) where the extension starts with the delimiter found, or None."""
-    delimiters = settings.recipient_delimiter
-    if not delimiters:
-        return local_part, None
-    lowered = local_part.lower()
-    if lowered in _NEVER_SPLIT or lowered == settings.double_bounce_sender.lower():
-        return local_part, None
-    if (
-        "-" in delimiters
-        and settings.owner_request_special
-        and (lowered.startswith("owner-") or (len(lowered) > 8 and lowered.endswith("-request")))
-    ):
-        return local_part, None
-    index = next((i for i, char in enumerate(local_part) if char in delimiters), None)
-    if not index:  # no delimiter, or one at the start: the user would be empty
-        return local_part, None
-    return local_part[:index], local_part[index:]
+def _user_and_extension(local_part: str, settings: LookupSettings) -> tuple[str, str | None]:
+    """(user, extension) per core/address's rules; extension None when nothing was split."""
+    user, extension = split_extension(
+        local_part,
+        settings.recipient_delimiter,
+        owner_request_special=settings.owner_request_special,
+        double_bounce_sender=settings.double_bounce_sender,
+    )
+    return user, (extension or None)
 
 
 def address_keys(
     address: str, settings: LookupSettings, is_local_domain: Callable[[str], bool]
 ) -> list[Key]:
     """The keys canonical(5) and virtual(5) lookups try for ADDRESS, in order."""
-    local, domain = split_address(address)
-    user, extension = split_extension(local, settings)
+    local, domain = _local_and_domain(address)
+    user, extension = _user_and_extension(local, settings)
     keys = [Key(address, fixed_only=False)]
     if extension is not None:
         keys.append(Key(_join(user, domain), fixed_only=True, extension=extension))
@@ -120,8 +113,8 @@ def transport_keys(address: str, settings: LookupSettings, match_subdomains: boo
     MATCH_SUBDOMAINS: transport_maps is in parent_domain_matches_subdomains, so a
     parent domain is looked up as `example.com` rather than `.example.com`.
     """
-    local, domain = split_address(address)
-    user, extension = split_extension(local, settings)
+    local, domain = _local_and_domain(address)
+    user, extension = _user_and_extension(local, settings)
     keys = [Key(address, fixed_only=False)]
     if extension is not None:
         keys.append(Key(_join(user, domain), fixed_only=True))
@@ -137,7 +130,7 @@ def transport_keys(address: str, settings: LookupSettings, match_subdomains: boo
 
 def alias_keys(local_part: str, settings: LookupSettings) -> list[Key]:
     """The keys local(8) tries in alias_maps for LOCAL_PART: user+ext, then user."""
-    user, extension = split_extension(local_part, settings)
+    user, extension = _user_and_extension(local_part, settings)
     keys = [Key(local_part, fixed_only=False)]
     if extension is not None:
         keys.append(Key(user, fixed_only=False, extension=extension))
@@ -166,7 +159,7 @@ def propagate_extension(result: str, extension: str) -> str:
     addresses = [part.strip() for part in result.split(",")]
     extended = []
     for address in addresses:
-        local, domain = split_address(address)
+        local, domain = _local_and_domain(address)
         if not local:
             extended.append(address)
         else:

@@ -16,7 +16,6 @@ from sdmail.core.tables.addr_find import (
     find_alias,
     find_transport,
     propagate_extension,
-    split_extension,
     transport_keys,
 )
 from sdmail.core.tables.table import Table
@@ -35,6 +34,16 @@ def local(domain: str) -> bool:
 
 def texts(keys) -> list[str]:
     return [key.text for key in keys]
+
+
+def user_and_extension(local_part: str, settings: LookupSettings) -> tuple[str, str | None]:
+    """The split the alias search makes: (user, extension), or (local part, None)."""
+    keys = alias_keys(local_part, settings)
+    assert keys[0].text == local_part
+    if len(keys) == 1:
+        return local_part, None
+    assert keys[1].text + keys[1].extension == local_part
+    return keys[1].text, keys[1].extension
 
 
 def test_address_keys_for_a_local_domain():
@@ -93,12 +102,12 @@ def test_only_the_whole_address_is_asked_of_pattern_tables():
 )
 def test_extension_split_rules(local_part, delimiters, expected):
     settings = dataclasses.replace(PLUS, recipient_delimiter=delimiters)
-    assert split_extension(local_part, settings) == expected
+    assert user_and_extension(local_part, settings) == expected
 
 
 def test_owner_request_special_off_splits_owner_and_request():
     settings = dataclasses.replace(PLUS, recipient_delimiter="-", owner_request_special=False)
-    assert split_extension("owner-list", settings) == ("owner", "-list")
+    assert user_and_extension("owner-list", settings) == ("owner", "-list")
 
 
 def test_transport_keys_with_dot_parents_then_star():
