@@ -10,7 +10,16 @@ from sdmail.core.tables.table import TableError
 
 
 def test_registry_lists_the_types_postconf_m_prints():
-    assert sorted(TABLE_TYPES) == ["hash", "inline", "pcre", "regexp", "static", "texthash"]
+    assert sorted(TABLE_TYPES) == [
+        "hash",
+        "inline",
+        "pcre",
+        "proxy",
+        "regexp",
+        "static",
+        "texthash",
+        "unix",
+    ]
 
 
 def test_unknown_type_is_a_clear_error():
@@ -41,6 +50,7 @@ def test_each_type_opens_from_its_spec(tmp_path):
         "static:value",
         f"regexp:{tmp_path / 'map.re'}",
         f"pcre:{tmp_path / 'map.re'}",
+        f"proxy:hash:{source}",
     ]:
         with open_table(spec) as table:
             assert table.spec == spec
