@@ -1,7 +1,7 @@
 # One definition of "clean": make check (CI runs it too).
 PYTHON ?= python3
 
-.PHONY: check lint typecheck test bench demo
+.PHONY: check lint typecheck test bench demo deb
 
 check: lint typecheck test
 
@@ -29,3 +29,17 @@ demo:
 	$(PYTHON) -m sdmail.postmap hash:$$d/virtual; \
 	$(PYTHON) -m sdmail.postmap -q alice@example.org hash:$$d/virtual; \
 	rm -rf $$d
+
+# The Debian package: exactly one dist/sdmail_VERSION_all.deb (the outside checks use this).
+# Build dependencies: debhelper dh-python python3-all python3-setuptools pybuild-plugin-pyproject
+deb:
+	rm -rf build/deb dist
+	mkdir -p build/deb/src dist
+	git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t build/deb/src
+	cp -r packaging/debian build/deb/src/debian
+	cp units/sdmail.sysusers build/deb/src/debian/sdmail.sysusers
+	cp units/sdmail.tmpfiles build/deb/src/debian/sdmail.tmpfiles
+	# Debian's own python3 builds the package (a pyenv python on PATH must not).
+	cd build/deb/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >../build.log 2>&1 || { tail -30 ../build.log; exit 1; }
+	mv build/deb/sdmail_*_all.deb dist/
+	@ls dist/
