@@ -109,14 +109,14 @@ def ratio(group: int, key: str, label: str, numerator: Figure, denominator: Figu
 
 
 def format_number(value: float) -> str:
-    """Three significant digits at least, thousands grouped: 7,915  0.476  12.3  0.0412."""
+    """Thousands grouped, at least three digits, milliseconds below 1: 7,915  12.3  1.25  0.046."""
     if value >= 100:
         return f"{value:,.0f}"
     if value >= 10:
         return f"{value:.1f}"
     if value >= 1:
         return f"{value:.2f}"
-    return f"{value:.3g}"
+    return f"{value:.3f}"
 
 
 def _spread(figure: Measured) -> str:
