@@ -9,18 +9,22 @@ the text inside the braces.  A key may be quoted (`"key with spaces" = value`).
 Keys are folded to lower case unless the table is opened with fold_keys=False;
 a later entry replaces an earlier one with the same key, as in Postfix.
 
-`split_brace_list` is also how `regexp:{ {rule}, {rule} }` is read.
+`split_brace_list` is also how `regexp:{ {rule}, {rule} }` is read, and
+`read_rules` gives the rules of any table that may be written either way, in a
+file or in its name (regexp, pcre, cidr).
 
 Failure modes: TableError `bad syntax: "inline:..."; need "inline:{name=value...}"`
 (with the reason) for a name without braces, unbalanced braces, an entry
-without `=`, an empty key, or no entry at all.
+without `=`, an empty key, or no entry at all.  `read_rules` raises TableError
+for unbalanced braces in the name (`need "{ {rule}, {rule} }"`), or for a file
+it cannot read.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 
-from sdmail.core.tables.source import WHITESPACE, split_quoted
+from sdmail.core.tables.source import WHITESPACE, read_source_lines, split_quoted
 from sdmail.core.tables.table import Table, TableError
 
 SEPARATORS = "," + WHITESPACE
@@ -70,6 +74,20 @@ def split_brace_list(text: str) -> list[str]:
             index += 1
         elements.append(text[start:index])
     return elements
+
+
+def read_rules(spec: str, name: str) -> tuple[list[str], str]:
+    """The rule lines of a table, and where they come from for error messages.
+
+    NAME `{ {rule}, {rule} }` holds the rules itself (the spec is then where they
+    come from); any other NAME is the file that holds them, one rule a line.
+    """
+    if not name.startswith("{"):
+        return read_source_lines(name), name
+    try:
+        return [strip_braces(rule) for rule in split_brace_list(strip_braces(name))], spec
+    except BraceError as exc:
+        raise TableError(f'{exc}: "{spec}"; need "{{ {{rule}}, {{rule}} }}"') from None
 
 
 def split_key_value(element: str) -> tuple[str, str]:

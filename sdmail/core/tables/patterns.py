@@ -33,8 +33,8 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from sdmail.core.tables.inline import BraceError, split_brace_list, strip_braces
-from sdmail.core.tables.source import WHITESPACE, LogicalLine, logical_lines, read_source_lines
+from sdmail.core.tables.inline import read_rules
+from sdmail.core.tables.source import WHITESPACE, LogicalLine, logical_lines
 from sdmail.core.tables.table import Table, TableError
 
 _GROUP_REFERENCE = re.compile(r"\$(?:(\d+)|\{(\d+)\}|\((\d+)\)|(\$)|([A-Za-z_{(][^\s]*))")
@@ -260,10 +260,5 @@ class PatternTable(Table):
 
 def open_pattern_table(spec: str, name: str, dialect: Dialect) -> PatternTable:
     """A pattern table from file NAME, or from `{ {rule}, {rule} }` written in the name."""
-    if name.startswith("{"):
-        try:
-            lines = [strip_braces(rule) for rule in split_brace_list(strip_braces(name))]
-        except BraceError as exc:
-            raise TableError(f'{exc}: "{spec}"; need "{{ {{rule}}, {{rule}} }}"') from None
-        return PatternTable(spec, parse_pattern_lines(lines, spec, dialect))
-    return PatternTable(spec, parse_pattern_lines(read_source_lines(name), name, dialect))
+    lines, source = read_rules(spec, name)
+    return PatternTable(spec, parse_pattern_lines(lines, source, dialect))
