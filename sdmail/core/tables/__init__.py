@@ -31,6 +31,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 
+from sdmail.core.tables.cidr import open_cidr
 from sdmail.core.tables.hash import open_hash
 from sdmail.core.tables.inline import open_inline
 from sdmail.core.tables.pcre import open_pcre
@@ -53,6 +54,7 @@ def _open_proxy(spec: str, name: str, fold_keys: bool) -> Table:
 
 TABLE_TYPES: Mapping[str, Opener] = MappingProxyType(
     {
+        "cidr": open_cidr,
         "hash": open_hash,
         "inline": open_inline,
         "pcre": open_pcre,

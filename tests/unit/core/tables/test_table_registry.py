@@ -11,6 +11,7 @@ from sdmail.core.tables.table import TableError
 
 def test_registry_lists_the_types_postconf_m_prints():
     assert sorted(TABLE_TYPES) == [
+        "cidr",
         "hash",
         "inline",
         "pcre",

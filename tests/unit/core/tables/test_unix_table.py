@@ -3,10 +3,7 @@ own user and group databases."""
 
 from __future__ import annotations
 
-import os
 import pwd
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -15,8 +12,6 @@ from hypothesis import strategies as st
 
 from sdmail.core.tables import open_table
 from sdmail.core.tables.table import TableError
-
-REPO = Path(__file__).parents[4]
 
 
 def file_entries(path: str) -> dict[str, str]:
@@ -109,14 +104,6 @@ def test_a_missing_name_after_the_database_answered_is_just_not_found(monkeypatc
     assert table.lookup("no-such-name-sdmail-test") is None
 
 
-def test_postmap_q_finds_a_user(tmp_path):
-    (tmp_path / "main.cf").write_text("")
-    env = {**os.environ, "SDMAIL_CONFIG_DIR": str(tmp_path), "PYTHONPATH": str(REPO)}
-    done = subprocess.run(
-        [sys.executable, "-m", "sdmail.postmap", "-q", "daemon", "unix:passwd.byname"],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-    )
+def test_postmap_q_finds_a_user(run_postmap):
+    done = run_postmap("-q", "daemon", "unix:passwd.byname")
     assert (done.returncode, done.stdout) == (0, file_entries("/etc/passwd")["daemon"] + "\n")
