@@ -4,7 +4,8 @@ USAGE
     bench/core [--quick] [--json] [--dir DIR]
 
 Every figure is taken in the same run, in a new directory below DIR (default:
-/var/tmp when it is on the file system of /var/spool, else /var/spool itself),
+/var/tmp when it is on the file system of /var/spool, else /var/spool itself
+if it is writable),
 removed at the end, also after an error or a SIGINT/SIGTERM. The figures and
 why they are taken this way are in bench/README.md.
 
@@ -81,14 +82,15 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 def default_parent() -> Path:
-    """/var/tmp if it shares /var/spool's file system (the queue's), else /var/spool."""
+    """/var/tmp if it shares /var/spool's file system (the queue's), else /var/spool.
+
+    Where /var/spool is elsewhere and not writable (not root), /var/tmp after all:
+    the header then says the directory is not on /var/spool's file system.
+    """
     var_tmp = Path("/var/tmp")
-    try:
-        if SPOOL_DIRECTORY.stat().st_dev != var_tmp.stat().st_dev:
-            return SPOOL_DIRECTORY
-    except FileNotFoundError:
-        pass
-    return var_tmp
+    if _device(SPOOL_DIRECTORY) in (None, _device(var_tmp)):
+        return var_tmp
+    return SPOOL_DIRECTORY if os.access(SPOOL_DIRECTORY, os.W_OK) else var_tmp
 
 
 def file_system_of(path: Path) -> str:
@@ -264,6 +266,14 @@ def lookup_figures(plan: Plan, files: TableFiles) -> list[Figure]:
         )
 
 
+def postfix_build_label(postmap_name: str) -> str:
+    return f"{postmap_name}: build hash: table of {TABLE_KEYS:,} keys"
+
+
+def postfix_query_label(postmap_name: str) -> str:
+    return f"{postmap_name} -q - of {TABLE_KEYS:,} keys (process)"
+
+
 def postmap_figures(plan: Plan, files: TableFiles, work: Path) -> list[Figure]:
     """sdmail's postmap building and querying the table, beside Postfix's where it runs."""
     progress("postmap, sdmail's and Postfix's")
@@ -288,10 +298,10 @@ def postmap_figures(plan: Plan, files: TableFiles, work: Path) -> list[Figure]:
         sdmail_build, sdmail_query = measure([build, query], plan.rounds)
         why = str(exc)
         postfix_build: Figure = NotMeasured(
-            5, "postfix_postmap_build_100k", "Postfix postmap: build", why
+            5, "postfix_postmap_build_100k", postfix_build_label("Postfix postmap"), why
         )
         postfix_query: Figure = NotMeasured(
-            5, "postfix_postmap_query_100k", "Postfix postmap -q -", why
+            5, "postfix_postmap_query_100k", postfix_query_label("Postfix postmap"), why
         )
     else:
         sdmail_build, postfix_build, sdmail_query, postfix_query = measure(
@@ -300,7 +310,7 @@ def postmap_figures(plan: Plan, files: TableFiles, work: Path) -> list[Figure]:
                 Spec(
                     5,
                     "postfix_postmap_build_100k",
-                    f"{postfix.name}: build hash: table of {TABLE_KEYS:,} keys",
+                    postfix_build_label(postfix.name),
                     "s",
                     lambda: build_seconds(postfix, files.postfix_source),
                 ),
@@ -308,7 +318,7 @@ def postmap_figures(plan: Plan, files: TableFiles, work: Path) -> list[Figure]:
                 Spec(
                     5,
                     "postfix_postmap_query_100k",
-                    f"{postfix.name} -q - of {TABLE_KEYS:,} keys (process)",
+                    postfix_query_label(postfix.name),
                     "look-ups/s",
                     lambda: query_rate(postfix, files.postfix_source, files.keys_file, TABLE_KEYS),
                 ),
