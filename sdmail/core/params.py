@@ -444,6 +444,19 @@ PARAMS: Mapping[str, Param] = _registry(
     ),
     _b("expand_owner_alias", "no", "Use owner-alias as the sender of alias mail."),
     _s("prepend_delivered_header", "command, file, forward", "When Delivered-To: is added."),
+    _i("deliver_lock_attempts", "20", "Attempts to lock a mailbox before delivery is deferred.", 1),
+    _t("deliver_lock_delay", "1s", "Time between attempts to lock a mailbox.", "s", 1),
+    _t("stale_lock_time", "500s", "Age after which a mailbox dot-lock file is removed.", "s", 1),
+    _l(
+        "export_environment",
+        "TZ MAIL_CONFIG LANG",
+        "Environment variables delivery commands inherit from the agent.",
+    ),
+    _s(
+        "command_expansion_filter",
+        "1234567890!@%-_=+:,./abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ",
+        "Characters allowed in $name values given to delivery commands; others become _.",
+    ),
 )
 
 
