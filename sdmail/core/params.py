@@ -306,6 +306,7 @@ PARAMS: Mapping[str, Param] = _registry(
     _t("default_transport_rate_delay", "0s", "Pause between deliveries over one transport."),
     _i("default_process_limit", "100", "Maximal processes of one component.", 1),
     _b("confirm_delay_cleared", "no", "Tell the sender when delayed mail is delivered."),
+    _z("bounce_size_limit", "50000", "Largest original a notice returns whole.", 1),
     _b("soft_bounce", "no", "Defer mail that would bounce (for testing a configuration)."),
     _l("notify_classes", "resource, software", "Which problems are reported to the postmaster."),
     _l("authorized_flush_users", "static:anyone", "Users allowed to flush the queue."),
