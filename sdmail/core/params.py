@@ -313,6 +313,16 @@ PARAMS: Mapping[str, Param] = _registry(
     _l("authorized_mailq_users", "static:anyone", "Users allowed to list the queue."),
     _l("authorized_submit_users", "static:anyone", "Users allowed to submit mail with sendmail."),
     _l("local_login_sender_maps", "static:*", "Which envelope senders each local user may use."),
+    _s(
+        "empty_address_local_login_sender_maps_lookup_key",
+        "<>",
+        "The local_login_sender_maps pattern that allows the null sender.",
+    ),
+    _s(
+        "sendmail_fix_line_endings",
+        "always",
+        "How sendmail turns CRLF input into LF: always, strict (as the first line) or never.",
+    ),
     _l("fast_flush_domains", "$relay_domains", "Destinations eligible for ETRN and postqueue -s."),
     # --- processes ------------------------------------------------------------------------
     _t("max_idle", "100s", "How long a component waits for work before it exits.", "s", 1),
