@@ -1,0 +1,216 @@
+"""The text of a non-delivery notice: an RFC 3464 multipart/report, in Postfix's shape.
+
+`non_delivery_notice(original, failures, ...)` gives the bytes of the notice that
+tells a sender which recipients of a message could not be reached and why
+(reference §8.3): headers (From: Mail Delivery System <MAILER-DAEMON>, Subject:
+Undelivered Mail Returned to Sender, To: the sender, Auto-Submitted:
+auto-replied, References:/In-Reply-To: the original's Message-Id), then three
+parts: the text for people (one `<address>: reason` paragraph per recipient,
+folded at 79 columns), the message/delivery-status for programs
+(Reporting-MTA, X-Postfix-Queue-ID, X-Postfix-Sender, Arrival-Date, and per
+recipient Final-Recipient, Original-Recipient, Action: failed, Status,
+Remote-MTA, Diagnostic-Code), and the original: the whole message
+(message/rfc822) or only its headers (text/rfc822-headers).  The boundary is
+Postfix's `QUEUEID.TIME/HOSTNAME`.  cleanup adds Received:, Message-Id: and
+Date: and completes MAILER-DAEMON with $myorigin when the notice is queued.
+
+A reason text in the shape the smtp client logs (`host H[A] said: 550 5.1.1 ...
+(in reply to RCPT TO command)`) becomes `Remote-MTA: dns; H` and `Diagnostic-Code:
+smtp; 550 5.1.1 ...`; any other becomes `Diagnostic-Code: X-Postfix; reason`.
+
+Pure functions, no I/O; they do not fail for any input (control characters in
+addresses and reasons, which would break the notice's lines, show as `?`).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from sdmail.core.address import AddressError, quote_address
+from sdmail.core.dsn import Status
+from sdmail.core.maildate import mail_date
+
+TEXT_WIDTH = 79
+CONTINUATION = "    "
+_SMTP_REPLY = re.compile(r"host (\S+?)\[[^\]]*\] said: (.*?)(?: \(in reply to [^)]* command\))?")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+
+_BOILERPLATE = """\
+I'm sorry to have to inform you that your message could not
+be delivered to one or more recipients. It's attached below.
+
+For further assistance, please send mail to postmaster.
+
+If you do so, please include this problem report. You can
+delete your own text from the attached returned message.
+
+                   The mail system
+"""
+
+
+@dataclass(frozen=True)
+class Original:
+    """The message a notice is about.
+
+    CONTENT is what is returned of it: the whole message, or with HEADERS_ONLY its
+    header block (LF line ends, as queued).  MESSAGE_ID is its Message-Id header value.
+    """
+
+    queue_id: str
+    sender: str
+    arrival: float
+    content: bytes
+    headers_only: bool
+    message_id: str | None = None
+    envid: str | None = None
+
+
+@dataclass(frozen=True)
+class Failure:
+    """One recipient the notice reports: its address, why it failed, and where."""
+
+    address: str
+    status: Status
+    orig_address: str | None = None
+    orcpt: str | None = None
+
+
+def non_delivery_notice(
+    original: Original, failures: Sequence[Failure], *, myhostname: str, now: float
+) -> bytes:
+    """The notice to ORIGINAL's sender about FAILURES, as queued content (LF line ends)."""
+    boundary = f"{original.queue_id}.{int(now)}/{myhostname}"
+    parts = [
+        _part("Notification", "text/plain; charset=us-ascii", _human_text(failures, myhostname)),
+        _part(
+            "Delivery report", "message/delivery-status", _report(original, failures, myhostname)
+        ),
+    ]
+    returned = _returned_part(original)
+    body_parts = [p.encode("utf-8", "surrogateescape") for p in parts] + [returned]
+    body = b"This is a MIME-encapsulated message.\n\n"
+    for part in body_parts:
+        body += f"--{boundary}\n".encode() + part + b"\n"
+    body += f"--{boundary}--\n".encode()
+    eight_bit = any(byte >= 0x80 for byte in body)
+    headers = _headers(original, boundary, eight_bit)
+    return headers.encode("utf-8", "surrogateescape") + b"\n" + body
+
+
+def is_eight_bit(notice: bytes) -> bool:
+    """Whether the notice holds 8-bit octets (it is then queued as 8BITMIME)."""
+    return any(byte >= 0x80 for byte in notice)
+
+
+def _headers(original: Original, boundary: str, eight_bit: bool) -> str:
+    lines = [
+        "From: Mail Delivery System <MAILER-DAEMON>",
+        "Subject: Undelivered Mail Returned to Sender",
+        f"To: {_address(original.sender)}",
+    ]
+    if original.message_id:
+        message_id = _printable(original.message_id)
+        lines += [f"References: {message_id}", f"In-Reply-To: {message_id}"]
+    lines += [
+        "Auto-Submitted: auto-replied",
+        "MIME-Version: 1.0",
+        "Content-Type: multipart/report; report-type=delivery-status;",
+        f'\tboundary="{boundary}"',
+        f"Content-Transfer-Encoding: {'8bit' if eight_bit else '7bit'}",
+    ]
+    return "".join(line + "\n" for line in lines)
+
+
+def _part(description: str, content_type: str, text: str) -> str:
+    return f"Content-Description: {description}\nContent-Type: {content_type}\n\n{text}"
+
+
+def _human_text(failures: Sequence[Failure], myhostname: str) -> str:
+    text = f"This is the mail system at host {_printable(myhostname)}.\n\n{_BOILERPLATE}"
+    for failure in failures:
+        who = f"<{_address(failure.address)}>"
+        if failure.orig_address and failure.orig_address.lower() != failure.address.lower():
+            who += f" (expanded from <{_address(failure.orig_address)}>)"
+        text += "\n" + _fold(f"{who}: {_printable(failure.status.text)}") + "\n"
+    return text
+
+
+def _report(original: Original, failures: Sequence[Failure], myhostname: str) -> str:
+    lines = [f"Reporting-MTA: dns; {_printable(myhostname)}"]
+    if original.envid:
+        lines.append(f"Original-Envelope-Id: {_printable(original.envid)}")
+    lines += [
+        f"X-Postfix-Queue-ID: {original.queue_id}",
+        f"X-Postfix-Sender: rfc822; {_address(original.sender)}",
+        f"Arrival-Date: {mail_date(original.arrival)}",
+    ]
+    text = "".join(line + "\n" for line in lines)
+    for failure in failures:
+        text += "\n" + "".join(_fold(line) + "\n" for line in _recipient_fields(failure))
+    return text
+
+
+def _recipient_fields(failure: Failure) -> list[str]:
+    fields = [f"Final-Recipient: rfc822; {_address(failure.address)}"]
+    if failure.orcpt:
+        fields.append(f"Original-Recipient: {_printable(failure.orcpt)}")
+    elif failure.orig_address and failure.orig_address != failure.address:
+        fields.append(f"Original-Recipient: rfc822; {_address(failure.orig_address)}")
+    fields += ["Action: failed", f"Status: {failure.status.dsn}"]
+    diag_type, diagnostic, remote_mta = diagnostic_of(failure.status.text)
+    if remote_mta is not None:
+        fields.append(f"Remote-MTA: dns; {_printable(remote_mta)}")
+    fields.append(f"Diagnostic-Code: {diag_type}; {_printable(diagnostic)}")
+    return fields
+
+
+def diagnostic_of(reason: str) -> tuple[str, str, str | None]:
+    """(diagnostic type, diagnostic text, remote MTA or None) of a logged reason text."""
+    match = _SMTP_REPLY.fullmatch(reason)
+    if match is not None:
+        return "smtp", match[2], match[1]
+    return "X-Postfix", reason, None
+
+
+def _returned_part(original: Original) -> bytes:
+    if original.headers_only:
+        head = (
+            "Content-Description: Undelivered Message Headers\nContent-Type: text/rfc822-headers\n"
+        )
+    else:
+        head = "Content-Description: Undelivered Message\nContent-Type: message/rfc822\n"
+    content = original.content
+    if any(byte >= 0x80 for byte in content):
+        head += "Content-Transfer-Encoding: 8bit\n"
+    return_path = f"Return-Path: <{_address(original.sender)}>\n"
+    if content and not content.endswith(b"\n"):
+        content += b"\n"
+    return (head + "\n" + return_path).encode("utf-8", "surrogateescape") + content
+
+
+def _fold(line: str) -> str:
+    """LINE broken at spaces before column 79, continued with four spaces (Postfix's way)."""
+    if len(line) <= TEXT_WIDTH:
+        return line
+    pieces = textwrap.wrap(
+        line,
+        width=TEXT_WIDTH,
+        subsequent_indent=CONTINUATION,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    return "\n".join(pieces) if pieces else line
+
+
+def _address(address: str) -> str:
+    try:
+        return quote_address(address)
+    except AddressError:
+        return _printable(address)
+
+
+def _printable(text: str) -> str:
+    return _CONTROL.sub("?", text)
