@@ -1,13 +1,13 @@
 # One definition of "clean": make check (CI runs it too).
 PYTHON ?= python3
 
-.PHONY: check lint typecheck test bench demo deb
+.PHONY: check lint typecheck test bench demo deb up down
 
 check: lint typecheck test
 
 lint:
-	$(PYTHON) -m ruff check sdmail tests bench
-	$(PYTHON) -m ruff format --check sdmail tests bench
+	$(PYTHON) -m ruff check sdmail tests bench tools
+	$(PYTHON) -m ruff format --check sdmail tests bench tools
 
 typecheck:
 	$(PYTHON) -m mypy sdmail
@@ -43,3 +43,15 @@ deb:
 	cd build/deb/src && env PATH=/usr/sbin:/usr/bin:/sbin:/bin dpkg-buildpackage -us -uc -b >../build.log 2>&1 || { tail -30 ../build.log; exit 1; }
 	mv build/deb/sdmail_*_all.deb dist/
 	@ls dist/
+
+# A working sdmail: on a host booted with systemd, install the package; elsewhere (a
+# container, CI) boot it inside a systemd container and say how to reach it.
+up: deb
+	@if [ "$$(ps -p 1 -o comm=)" = systemd ]; then \
+	  apt-get install -y ./dist/sdmail_*_all.deb && systemctl --no-pager status sdmail; \
+	else \
+	  $(PYTHON) tools/sdbox.py up dist/sdmail_*_all.deb; \
+	fi
+
+down:
+	$(PYTHON) tools/sdbox.py down
