@@ -103,14 +103,18 @@ class MailSystem:
 
         command = [sys.executable, "-m", f"sdmail.{component}", "-c", str(self.config_dir), *args]
         launcher = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"] if sockets else []
-        process = subprocess.Popen(
-            launcher + command,
-            env=env,
-            pass_fds=fds,
-            preexec_fn=place_fds if fds else None,  # noqa: PLW1509 (single-threaded test)
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.root / f"{component}.log", "ab"),  # noqa: SIM115
-        )
+        # Not pass_fds: Popen closes every descriptor it was not told to keep AFTER
+        # preexec_fn ran, which would close the sockets just placed at 3, 4, ...  The
+        # descriptors dup2() makes are inheritable; every other one Python opened is not.
+        with open(self.root / f"{component}.log", "ab") as log:
+            process = subprocess.Popen(
+                launcher + command,
+                env=env,
+                close_fds=False,
+                preexec_fn=place_fds if fds else None,  # noqa: PLW1509 (single-threaded test)
+                stdout=subprocess.DEVNULL,
+                stderr=log,
+            )
         for listener in listeners:
             listener.close()
         self.processes.append(process)
