@@ -1,7 +1,7 @@
 # One definition of "clean": make check (CI runs it too).
 PYTHON ?= python3
 
-.PHONY: check lint typecheck test bench demo deb up down
+.PHONY: check lint typecheck test system-test bench demo deb up down
 
 check: lint typecheck test
 
@@ -13,7 +13,11 @@ typecheck:
 	$(PYTHON) -m mypy sdmail
 
 test:
-	$(PYTHON) -m pytest tests
+	$(PYTHON) -m pytest tests --ignore=tests/system
+
+# The installed package on a booted systemd (needs root): tests/system/.
+system-test: deb
+	$(PYTHON) -m pytest tests/system
 
 bench:
 	$(PYTHON) bench/core
