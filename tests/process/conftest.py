@@ -28,6 +28,15 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
+SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, the interpreter the package runs on
+
+
+def python_for_users() -> str:
+    """The interpreter a test's local user can run: this one, unless it lives where other
+    users cannot reach it (a pyenv under /root), then Debian's."""
+    path = Path(sys.executable)
+    reachable = all(os.stat(p).st_mode & 0o001 for p in [*path.parents, path.resolve()])
+    return sys.executable if reachable else SYSTEM_PYTHON
 
 
 class MailSystem:
@@ -69,6 +78,11 @@ class MailSystem:
 
     def socket_path(self, name: str) -> Path:
         return self.socket_dir / name
+
+    @property
+    def user_python(self) -> str:
+        """The interpreter for commands run as a test's local user (see python_for_users)."""
+        return python_for_users()
 
     # -- processes ----------------------------------------------------------------------
     def start(
@@ -135,6 +149,7 @@ class MailSystem:
         """Run `python3 -m sdmail.TOOL ARGS` (as USER when given) and return the result."""
         command = [sys.executable, "-m", f"sdmail.{tool}", *args]
         if user is not None:
+            command = [self.user_python, *command[1:]]
             command = [
                 "runuser",
                 "-u",
