@@ -24,6 +24,7 @@ reported in `Config.warnings` (daemons log them).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -409,7 +410,16 @@ def _split_alternatives(text: str) -> tuple[str, str | None]:
 class Config:
     """The immutable configuration of one process: defaults, main.cf, overrides, expanded."""
 
-    __slots__ = ("_defaults", "_main", "_overrides", "_raw", "_values", "config_dir", "warnings")
+    __slots__ = (
+        "_defaults",
+        "_main",
+        "_overrides",
+        "_raw",
+        "_values",
+        "config_dir",
+        "digest",
+        "warnings",
+    )
 
     def __init__(
         self,
@@ -418,8 +428,10 @@ class Config:
         overrides: Mapping[str, Setting],
         *,
         strict: bool = True,
+        digest: str = "",
     ) -> None:
         self.config_dir = config_dir
+        self.digest = digest
         self._main = MappingProxyType(dict(main))
         self._overrides = MappingProxyType(dict(overrides))
         explicit_domain = self._explicit_value("mydomain")
@@ -585,13 +597,25 @@ def load_config(
     path = directory / MAIN_CF
     if missing_ok and not path.exists():
         main: dict[str, Setting] = {}
+        text = ""
     else:
-        main = parse_main_cf(read_main_cf(path), path)
+        text = read_main_cf(path)
+        main = parse_main_cf(text, path)
     extra = {}
-    for text in overrides:
-        setting = parse_override(text)
+    for override in overrides:
+        setting = parse_override(override)
         extra[setting.name] = setting
-    return Config(directory, main, extra, strict=strict)
+    return Config(directory, main, extra, strict=strict, digest=text_digest(text))
+
+
+def text_digest(text: str) -> str:
+    """A short digest of main.cf's text: how a reload tells which file a process runs with."""
+    return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
+
+
+def main_cf_digest(config_dir: str | Path | None = None) -> str:
+    """The digest of main.cf as it is on disk now (see Config.digest)."""
+    return text_digest(read_main_cf(config_directory(config_dir) / MAIN_CF))
 
 
 def bind(cls: type[T], cfg: Config) -> T:

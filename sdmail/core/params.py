@@ -329,6 +329,13 @@ PARAMS: Mapping[str, Param] = _registry(
     _i("max_use", "100", "Requests a component serves before it exits.", 1),
     _t("ipc_timeout", "3600s", "Time limit of a request between sdmail's programs.", "s", 1),
     _t("daemon_timeout", "18000s", "Time limit of one request to a component.", "s", 1),
+    _t(
+        "reload_timeout",
+        "30s",
+        "How long systemctl reload sdmail waits for each running part to confirm.",
+        "s",
+        1,
+    ),
     # --- smtpd ----------------------------------------------------------------------------
     _s("smtpd_banner", "$myhostname ESMTP $mail_name", "The text after 220 in the greeting."),
     _i("smtpd_recipient_limit", "1000", "Maximal recipients of one message over SMTP.", 1),

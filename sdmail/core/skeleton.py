@@ -310,6 +310,7 @@ class DaemonContext(_Context[S]):
         self._reload_hooks: list[ReloadHook] = []
         self._watchdog = self._watchdog_interval()
         self._last_watchdog = time.monotonic()
+        self._status_text: str | None = None
 
     def _watchdog_interval(self) -> float | None:
         try:
@@ -336,7 +337,23 @@ class DaemonContext(_Context[S]):
 
     def ready(self, status: str | None = None) -> None:
         """Tell systemd the daemon serves (Type=notify units wait for this)."""
-        self._notify(systemd.notify_ready, status)
+        if status is not None:
+            self._status_text = status
+        self._notify(systemd.notify_ready, self._status_line())
+
+    def set_status(self, text: str | None = None) -> None:
+        """STATUS= for `systemctl status`: `config DIGEST`, then TEXT.
+
+        The digest of the main.cf the daemon runs with is what `postfix reload-parts`
+        (sdmail.service's reload) waits to see, so a daemon's own status must go
+        through here, never straight to systemd.notify_status.
+        """
+        self._status_text = text
+        self._notify(systemd.notify_status, self._status_line())
+
+    def _status_line(self) -> str:
+        line = f"config {self.config.digest}"
+        return f"{line}; {self._status_text}" if self._status_text else line
 
     def _notify(self, send: Callable[..., bool], *args: Any) -> None:
         try:
@@ -349,11 +366,11 @@ class DaemonContext(_Context[S]):
 
     def _reload_failed(self, exc: ConfigError | MatchListError | TableError) -> None:
         self.logger.warning("%s; keeping the previous configuration", exc)
-        self._notify(systemd.notify_ready)
+        self._notify(systemd.notify_ready, self._status_line())
 
     def _reload_done(self) -> None:
         self.logger.info("reload -- configuration %s", self.config.config_dir)
-        self._notify(systemd.notify_ready)
+        self._notify(systemd.notify_ready, self._status_line())
 
     def _watchdog_due(self) -> float | None:
         """Seconds until the next WATCHDOG=1 is due (sent at half the interval), or None."""
@@ -515,6 +532,7 @@ def run_daemon(
     def body(ctx: _Context[S]) -> int | None:
         assert isinstance(ctx, PlainDaemonContext)
         with _plain_signals(ctx):
+            ctx.set_status()
             status = serve(ctx)
             _log_stop_signal(ctx)
             return status
@@ -548,6 +566,7 @@ def run_daemon_async(
         loop.add_signal_handler(signal.SIGHUP, ctx._on_reload_signal)
         watchdog = loop.create_task(ctx._feed_watchdog())
         try:
+            ctx.set_status()
             status = await serve(ctx)
             _log_stop_signal(ctx)
             return status

@@ -283,6 +283,27 @@ def test_sighup_with_good_main_cf_applies_it_before_telling_systemd(demo):
     assert demo.wait() == 0
 
 
+def test_status_names_the_main_cf_digest_and_a_reload_updates_it(demo):
+    """postfix reload-parts waits for `config DIGEST` of the new main.cf in STATUS=."""
+    from sdmail.core.config import main_cf_digest
+
+    demo.main_cf.write_text("message_size_limit = 1000\n")
+    demo.start()
+    first = main_cf_digest(demo.config_dir)
+    demo.notify.wait_for(f"STATUS=config {first}")
+    demo.main_cf.write_text("message_size_limit = 2000\n")
+    second = main_cf_digest(demo.config_dir)
+    assert second != first
+    demo.signal(signal.SIGHUP)
+    ready = demo.notify.wait_for(f"STATUS=config {second}")
+    assert "READY=1" in ready
+    demo.main_cf.write_text("message_size_limit = broken\n")
+    demo.signal(signal.SIGHUP)
+    demo.journal.wait_for("keeping the previous configuration")
+    demo.signal(signal.SIGTERM)
+    assert demo.wait() == 0
+
+
 def test_overrides_win_over_main_cf_and_survive_a_reload(demo):
     demo.main_cf.write_text("message_size_limit = 1000\n")
     demo.start("-o", "message_size_limit=5000", "-o", "syslog_name=sdmail/relay")
