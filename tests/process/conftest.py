@@ -50,6 +50,7 @@ class MailSystem:
             directory.mkdir(mode=0o755, parents=True, exist_ok=True)
         self.mail_dir.chmod(0o1777)
         self.processes: list[subprocess.Popen[bytes]] = []
+        self.tcp_ports: dict[str, int] = {}
         self.write_main_cf()
         from sdmail.core.spool import Spool
 
@@ -92,8 +93,14 @@ class MailSystem:
         args: tuple[str, ...] = (),
         *,
         mode: int = 0o666,
+        tcp: tuple[str, ...] = (),
     ) -> subprocess.Popen[bytes]:
-        """Run `python3 -m sdmail.COMPONENT -c CONFIG_DIR ARGS` with SOCKETS passed as LISTEN_FDS."""
+        """Run `python3 -m sdmail.COMPONENT -c CONFIG_DIR ARGS` with SOCKETS passed as LISTEN_FDS.
+
+        SOCKETS are UNIX sockets in socket_dir; TCP names listeners bound on 127.0.0.1 at a
+        free port each (after the UNIX ones, named in LISTEN_FDNAMES the same way), whose
+        ports are in `tcp_ports[name]` once this returns.
+        """
         listeners = []
         for name in sockets:
             path = self.socket_path(name)
@@ -103,10 +110,18 @@ class MailSystem:
             path.chmod(mode)
             listener.listen(128)
             listeners.append(listener)
+        for name in tcp:
+            listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            listener.bind(("127.0.0.1", 0))
+            listener.listen(128)
+            self.tcp_ports[name] = listener.getsockname()[1]
+            listeners.append(listener)
+        names = (*sockets, *tcp)
         fds = [listener.fileno() for listener in listeners]
         env = self.env
-        if sockets:
-            env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(sockets))
+        if names:
+            env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(names))
 
         def place_fds() -> None:
             for index, fd in enumerate(fds):
@@ -116,7 +131,7 @@ class MailSystem:
                 os.close(100 + index)
 
         command = [sys.executable, "-m", f"sdmail.{component}", "-c", str(self.config_dir), *args]
-        launcher = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"] if sockets else []
+        launcher = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"] if names else []
         # Not pass_fds: Popen closes every descriptor it was not told to keep AFTER
         # preexec_fn ran, which would close the sockets just placed at 3, 4, ...  The
         # descriptors dup2() makes are inheritable; every other one Python opened is not.
