@@ -94,12 +94,15 @@ class MailSystem:
         *,
         mode: int = 0o666,
         tcp: tuple[str, ...] = (),
+        interpreter: str | None = None,
     ) -> subprocess.Popen[bytes]:
         """Run `python3 -m sdmail.COMPONENT -c CONFIG_DIR ARGS` with SOCKETS passed as LISTEN_FDS.
 
         SOCKETS are UNIX sockets in socket_dir; TCP names listeners bound on 127.0.0.1 at a
         free port each (after the UNIX ones, named in LISTEN_FDNAMES the same way), whose
-        ports are in `tcp_ports[name]` once this returns.
+        ports are in `tcp_ports[name]` once this returns.  INTERPRETER runs the component
+        instead of the test's own python (`/usr/bin/python3`: Debian's, with Debian's
+        python3-* packages).
         """
         listeners = []
         for name in sockets:
@@ -130,7 +133,8 @@ class MailSystem:
                 os.dup2(100 + index, 3 + index)
                 os.close(100 + index)
 
-        command = [sys.executable, "-m", f"sdmail.{component}", "-c", str(self.config_dir), *args]
+        python = interpreter or sys.executable
+        command = [python, "-m", f"sdmail.{component}", "-c", str(self.config_dir), *args]
         launcher = ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh"] if names else []
         # Not pass_fds: Popen closes every descriptor it was not told to keep AFTER
         # preexec_fn ran, which would close the sockets just placed at 3, 4, ...  The
