@@ -1,0 +1,45 @@
+"""smtpd: mail from the network (Postfix's smtpd(8)), on aiosmtpd, started by systemd.
+
+WHAT IT DOES, in the order mail flows: systemd passes the listening sockets
+(`sdmail-smtpd.socket` port 25, `sdmail-submission.socket` port 587, each with its
+`FileDescriptorName=`; Accept=no). One asyncio process serves every client of every
+listener: it greets with `220 $smtpd_banner`, holds the dialogue (HELO/EHLO, MAIL, RCPT,
+DATA, BDAT, RSET, NOOP, QUIT, VRFY, HELP; PIPELINING, SIZE, VRFY, ENHANCEDSTATUSCODES,
+8BITMIME, DSN, SMTPUTF8, CHUNKING), applies Postfix's restrictions at each stage, hands each
+message to the cleanup library (in a worker thread, so the event loop keeps serving), and
+answers `250 2.0.0 Ok: queued as ID` once the queue file is durable; then it wakes qmgr.
+It exits after `max_idle` seconds without a client, or after `max_use` connections as soon
+as no session is left; it never stops accepting while it runs. Without LISTEN_FDS it
+listens where `-l [NAME=]HOST:PORT` says (tests, running by hand).
+
+ROOMS: `session.py` (the dialogue, one method per verb returning a Reply), `checks.py`
+(restrictions and recipient validation), `replies.py` (every reply text),
+`listeners.py` (per-listener configuration: `-o LISTENER/name=value`), `server.py` (the
+aiosmtpd subclass and every override of aiosmtpd's internals, in one place).
+
+OWNS the SMTP conversation and its decisions: who may relay, which recipients exist,
+the limits of a session. It writes no file itself: the queue file is cleanup's (in
+`incoming/`, through core/spool), the log lines go to the journal.
+
+MUST NOT: relay for a client that is not trusted (mynetworks, later SASL) to a
+destination that is not ours; acknowledge a message before its queue file is durable;
+queue anything of a message whose client vanished or that broke a limit; import another
+component than the libraries it runs in-process (cleanup, trivial-rewrite).
+
+UNITS AND PRIVILEGES: `sdmail-smtpd.service` runs as user `sdmail`, with the sockets of
+its socket units; per-listener settings come as `-o submission/name=value` in the unit's
+ExecStart (listeners.py).
+
+HOSTILE INPUT: everything a client sends. Command lines of any length (cut at
+line_length_limit, as Postfix does), NUL and 8-bit bytes, addresses in every relay
+disguise, unknown ESMTP parameters, pipelining without PIPELINING, input before the
+greeting, message content with bare CR/LF and lone dots (never an early end of DATA:
+CVE-2024-27305), lines of megabytes (kept whole), connections that vanish or stall in
+the middle of a message (nothing queued), thousands of recipients, many connections.
+Each gets Postfix's reply with an enhanced status code; an error in one session never
+ends the process.
+
+NOT YET (the next step plugs in where named): STARTTLS (`Session.starttls`, aiosmtpd's
+transport switch), AUTH with Dovecot or a table (`Session.auth`; `permit_sasl_authenticated`
+already asks `Facts.sasl_username`), reject_rbl_client (skipped with a warning), ETRN.
+"""

@@ -1,0 +1,724 @@
+"""One SMTP session: the state of the dialogue and one method per verb, each returning a Reply.
+
+The session knows nothing of sockets: server.py reads lines and message data and writes
+replies; here each command line becomes a `Reply` (or, for BDAT, a `ChunkExpected` that
+tells the server how many octets to read), in Postfix's words (replies.py). Methods may
+block (table and DNS lookups in the restrictions, cleanup's durable write), so the server
+calls them in worker threads, one at a time per session.
+
+State: the client (name, address, port), HELO name and protocol (SMTP or ESMTP), the mail
+transaction (sender, recipients with DSN NOTIFY/ORCPT, RET, ENVID, SMTPUTF8, BODY, the
+HOLD/DISCARD actions of access tables, the BDAT content so far), per-command statistics for
+the `disconnect from` line, the error and junk-command counts that slow down and end
+abusive sessions, and `where` (the last stage, for `lost connection after ...`).
+
+Parameters of MAIL and RCPT are parsed here, not by aiosmtpd (which upper-cases them): DSN's
+ENVID and ORCPT keep their case, decoded from xtext. An address is parsed by core/address
+(RFC 5321 path) and must declare SMTPUTF8 when it is not ASCII. A message is handed to the
+cleanup library (`Cleanup.submit`), which writes the queue file durably before it returns;
+only then is `250 2.0.0 Ok: queued as ID` given, `ID: client=NAME[ADDR]` logged and qmgr
+woken (a failed wake-up only delays the mail).
+
+Place for what comes next: STARTTLS and AUTH get their verbs here (`starttls`, `auth`),
+the protocol name becomes ESMTPS/ESMTPA, and `Facts.sasl_username` is set, which
+`permit_sasl_authenticated` already reads.
+
+Failure modes: no method raises for anything a client sends; a bad command gets its reply.
+Cleanup's refusals become their replies; an unexpected error while queueing is logged with
+its traceback and answered `451 4.3.0 Error: queue file write error`.
+"""
+
+from __future__ import annotations
+
+import logging
+import string
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Self
+
+from sdmail.cleanup.api import CleanupError, Origin, Submission
+from sdmail.core.address import AddressError, parse_path
+from sdmail.core.config import Config, bind
+from sdmail.core.log import format_reject, log_traceback
+from sdmail.core.records import BodyType, ClientInfo, DsnRet, Notify, Recipient
+from sdmail.core.trigger import WAKEUP, trigger
+from sdmail.smtpd import replies
+from sdmail.smtpd.checks import Action, Facts, Verdict
+from sdmail.smtpd.replies import Reply, reply
+
+if TYPE_CHECKING:
+    from sdmail.smtpd.listeners import Service
+
+log = logging.getLogger("sdmail.smtpd")
+
+# Postfix's order of the disconnect statistics.
+STATISTICS_ORDER = (
+    "helo",
+    "ehlo",
+    "starttls",
+    "auth",
+    "mail",
+    "rcpt",
+    "data",
+    "bdat",
+    "rset",
+    "noop",
+    "vrfy",
+    "etrn",
+    "help",
+    "quit",
+    "unknown",
+)
+# Commands after which the client must wait for the reply (RFC 2920 and Postfix's table).
+ENDS_PIPELINE_GROUP = frozenset({"HELO", "EHLO", "DATA", "NOOP", "VRFY", "STARTTLS", "QUIT"})
+_JUNK_COMMANDS = frozenset({"NOOP", "VRFY", "RSET", "ETRN"})
+_XTEXT_CHARS = frozenset(chr(c) for c in range(33, 127)) - {"+", "="}
+_MAX_ENVID = 100
+
+
+@dataclass(frozen=True)
+class SessionSettings:
+    """The parameters a session reads; field names are parameter names."""
+
+    myhostname: str
+    smtpd_banner: str
+    smtpd_helo_required: bool
+    disable_vrfy_command: bool
+    smtputf8_enable: bool
+    message_size_limit: int
+    smtpd_recipient_limit: int
+    smtpd_recipient_overshoot_limit: int
+    smtpd_soft_error_limit: int
+    smtpd_hard_error_limit: int
+    smtpd_error_sleep_time: int
+    smtpd_junk_command_limit: int
+    smtpd_discard_ehlo_keywords: tuple[str, ...]
+    smtpd_forbidden_commands: tuple[str, ...]
+    smtpd_forbid_unauth_pipelining: bool
+    strict_rfc821_envelopes: bool
+    smtpd_client_port_logging: bool
+    smtpd_timeout: int
+    line_length_limit: int
+    smtpd_peername_lookup: bool
+    smtpd_client_connection_count_limit: int
+    smtpd_client_event_limit_exceptions: tuple[str, ...]
+    socket_directory: str
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> Self:
+        return bind(cls, cfg)
+
+
+@dataclass(frozen=True)
+class Client:
+    """Who is connected: NAME is `unknown` without a verified reverse name."""
+
+    name: str
+    address: str
+    port: int | None = None
+
+    def namaddr(self, with_port: bool = False) -> str:
+        text = f"{self.name}[{self.address}]"
+        return f"{text}:{self.port}" if with_port and self.port is not None else text
+
+
+@dataclass(frozen=True)
+class ChunkExpected:
+    """BDAT: read SIZE octets, then call `Session.bdat_chunk`."""
+
+    size: int
+    last: bool
+
+
+@dataclass
+class Transaction:
+    """One mail transaction, from MAIL to the end of its message (or RSET)."""
+
+    sender: str
+    ret: DsnRet | None = None
+    envid: str | None = None
+    smtputf8: bool = False
+    body_type: BodyType | None = None
+    recipients: list[Recipient] = field(default_factory=list)
+    actions: list[Verdict] = field(default_factory=list)
+    mode: str | None = None  # "DATA" or "BDAT" once content started
+    content: bytearray = field(default_factory=bytearray)
+    received: int = 0
+    failure: Reply | None = None  # BDAT: the reply every chunk gets after a failure
+
+
+class Session:
+    """The dialogue with one client under one listener's Service."""
+
+    def __init__(self, service: Service, client: Client) -> None:
+        self.service = service
+        self.settings = service.settings
+        self.client = client
+        self.helo_name: str | None = None
+        self.esmtp = False
+        self.pipelining = False
+        self.transaction: Transaction | None = None
+        self.stats: Counter[str] = Counter()
+        self.ok_stats: Counter[str] = Counter()
+        self.error_count = 0
+        self.junk_count = 0
+        self.overshoot = 0
+        self.where = "CONNECT"
+        self.bare_lf = False
+        self.connect_refusal: Reply | None = None
+        self._pending: ChunkExpected | None = None
+
+    # -- helpers -------------------------------------------------------------------------
+    @property
+    def protocol(self) -> str:
+        return "ESMTP" if self.esmtp else "SMTP"
+
+    @property
+    def namaddr(self) -> str:
+        return self.client.namaddr()
+
+    def facts(self, recipient: str | None = None) -> Facts:
+        return Facts(
+            client_name=self.client.name,
+            client_address=self.client.address,
+            helo=self.helo_name,
+            sender=self.transaction.sender if self.transaction else None,
+            recipient=recipient,
+        )
+
+    def offers(self, keyword: str) -> bool:
+        """Whether EHLO offers KEYWORD (smtpd_discard_ehlo_keywords may take it away)."""
+        return keyword.lower() not in {k.lower() for k in self.settings.smtpd_discard_ehlo_keywords}
+
+    def reply_delay(self) -> float:
+        """Seconds to wait before an error reply (smtpd_soft_error_limit)."""
+        if self.error_count >= self.settings.smtpd_soft_error_limit:
+            return float(self.settings.smtpd_error_sleep_time)
+        return 0.0
+
+    def too_many_errors(self) -> bool:
+        return self.error_count >= self.settings.smtpd_hard_error_limit
+
+    def must_wait_after(self, verb: str) -> bool:
+        """Whether the client may not send more before it has this command's reply."""
+        return verb in ENDS_PIPELINE_GROUP or not self.pipelining
+
+    def _log_reject(self, stage: str, refusal: Reply, recipient: str | None = None) -> None:
+        sender = self.transaction.sender if self.transaction else None
+        log.info(
+            "%s",
+            format_reject(
+                stage,
+                self.namaddr,
+                refusal.logged(),
+                sender=sender,
+                recipient=recipient,
+                proto=self.protocol,
+                helo=self.helo_name,
+            ),
+        )
+
+    # -- the session's frame -------------------------------------------------------------
+    def greeting(self) -> Reply:
+        verdict = self.service.checks.at_connect(self.facts())
+        if verdict is not None and verdict.reply is not None:
+            self.connect_refusal = verdict.reply
+            self._log_reject("CONNECT", verdict.reply)
+        return reply(220, self.settings.smtpd_banner)
+
+    def disconnect_line(self) -> str:
+        parts = []
+        total = ok = 0
+        for name in STATISTICS_ORDER:
+            count = self.stats[name]
+            if not count:
+                continue
+            good = self.ok_stats[name]
+            total += count
+            ok += good
+            parts.append(f"{name}={good}" if good == count else f"{name}={good}/{count}")
+        parts.append(f"commands={ok}" if ok == total else f"commands={ok}/{total}")
+        if self.bare_lf:
+            parts.append("notes=bare_lf")
+        return f"disconnect from {self.namaddr} {' '.join(parts)}"
+
+    def too_many_errors_reply(self) -> Reply:
+        return replies.too_many_errors(self.settings.myhostname)
+
+    # -- commands --------------------------------------------------------------------------
+    def command(self, line: bytes) -> Reply | ChunkExpected:
+        """Answer one command line (CRLF removed, already cut to line_length_limit)."""
+        text = line.decode("utf-8", "surrogateescape").strip(" \t")
+        verb_text, _, argument = text.partition(" ")
+        verb = verb_text.upper()
+        argument = argument.strip(" \t")
+        if not text or "\0" in text:
+            outcome: Reply | ChunkExpected = replies.BAD_SYNTAX
+            stat = "unknown"
+        elif verb in {v.upper() for v in self.settings.smtpd_forbidden_commands}:
+            log.warning("non-SMTP command from %s: %s", self.namaddr, _printable(text[:100]))
+            outcome, stat = replies.FORBIDDEN_COMMAND, "unknown"
+        else:
+            method = _VERBS.get(verb) if verb.isascii() else None
+            if method is None:
+                outcome, stat = replies.UNKNOWN_COMMAND, "unknown"
+                self.where = "UNKNOWN"
+            else:
+                self.where = verb if verb != "BDAT" else "BDAT"
+                outcome, stat = method(self, argument), verb.lower()
+        self._count(verb, stat, outcome)
+        return outcome
+
+    def _count(self, verb: str, stat: str, outcome: Reply | ChunkExpected) -> None:
+        if isinstance(outcome, ChunkExpected):
+            return  # counted when the chunk is answered
+        self.stats[stat] += 1
+        if outcome is replies.START_DATA:
+            return  # a success only once the message is queued (end_of_data)
+        if not outcome.is_error:
+            self.ok_stats[stat] += 1
+        elif (
+            outcome is not replies.TOO_MANY_RECIPIENTS
+            or self.overshoot > self.settings.smtpd_recipient_overshoot_limit
+        ):
+            self.error_count += 1
+        if verb in _JUNK_COMMANDS:
+            self.junk_count += 1
+            if self.junk_count > self.settings.smtpd_junk_command_limit:
+                self.error_count += 1
+
+    def helo(self, argument: str) -> Reply:
+        return self._hello(argument, extended=False)
+
+    def ehlo(self, argument: str) -> Reply:
+        return self._hello(argument, extended=True)
+
+    def _hello(self, argument: str, *, extended: bool) -> Reply:
+        if not argument:
+            return replies.EHLO_SYNTAX if extended else replies.HELO_SYNTAX
+        self.transaction = None
+        self.helo_name = argument
+        self.esmtp = extended
+        self.pipelining = extended and self.offers("PIPELINING")
+        verdict = self.service.checks.at_helo(self.facts())
+        if verdict is not None and verdict.reply is not None:
+            self._log_reject("HELO" if not extended else "EHLO", verdict.reply)
+            return verdict.reply
+        if not extended:
+            return reply(250, self.settings.myhostname)
+        return Reply(250, (self.settings.myhostname, *self._extensions()))
+
+    def _extensions(self) -> list[str]:
+        s = self.settings
+        size = f"SIZE {s.message_size_limit}" if s.message_size_limit else "SIZE"
+        offered = [
+            ("PIPELINING", "PIPELINING"),
+            ("SIZE", size),
+            ("VRFY", None if s.disable_vrfy_command else "VRFY"),
+            ("ENHANCEDSTATUSCODES", "ENHANCEDSTATUSCODES"),
+            ("8BITMIME", "8BITMIME"),
+            ("DSN", "DSN"),
+            ("SMTPUTF8", "SMTPUTF8" if s.smtputf8_enable else None),
+            ("CHUNKING", "CHUNKING"),
+        ]
+        return [line for keyword, line in offered if line and self.offers(keyword)]
+
+    def mail(self, argument: str) -> Reply:
+        s = self.settings
+        if s.smtpd_helo_required and self.helo_name is None:
+            return replies.SEND_HELO_FIRST
+        if self.transaction is not None:
+            return replies.NESTED_MAIL
+        if self.connect_refusal is not None:
+            return self.connect_refusal
+        split = _split_path_argument(argument, "FROM:")
+        if split is None:
+            return replies.MAIL_SYNTAX
+        path, parameters = split
+        try:
+            sender = parse_path(path, strict=s.strict_rfc821_envelopes)
+        except AddressError:
+            return replies.BAD_SENDER
+        transaction = Transaction(sender)
+        refusal = self._mail_parameters(transaction, parameters)
+        if refusal is not None:
+            return refusal
+        if not sender.isascii() and not transaction.smtputf8:
+            return replies.UNICODE_ADDRESS
+        self.transaction = transaction
+        verdict = self.service.checks.at_mail(self.facts())
+        if verdict is not None and verdict.reply is not None:
+            self._log_reject("MAIL", verdict.reply)
+            self.transaction = None
+            return verdict.reply
+        return replies.MAIL_OK
+
+    def _mail_parameters(self, transaction: Transaction, parameters: list[str]) -> Reply | None:
+        s = self.settings
+        dsn = self.offers("DSN")
+        for parameter in parameters:
+            name, equals, value = parameter.partition("=")
+            keyword = name.upper()
+            if not self.esmtp:
+                return replies.MAIL_SYNTAX
+            if keyword == "SIZE" and equals:
+                if not value.isascii() or not value.isdigit():
+                    return replies.bad_parameter("SIZE")
+                if s.message_size_limit and int(value) > s.message_size_limit:
+                    return replies.SIZE_EXCEEDS_LIMIT
+            elif keyword == "BODY" and equals:
+                try:
+                    transaction.body_type = BodyType(value.upper())
+                except ValueError:
+                    return replies.reply(501, "5.5.4 Unsupported BODY parameter")
+            elif keyword == "SMTPUTF8" and not equals and s.smtputf8_enable:
+                transaction.smtputf8 = True
+            elif keyword == "RET" and equals and dsn:
+                if transaction.ret is not None or value.upper() not in ("FULL", "HDRS"):
+                    return replies.bad_parameter("RET")
+                transaction.ret = DsnRet(value.upper())
+            elif keyword == "ENVID" and equals and dsn:
+                envid = _xtext_decode(value)
+                if transaction.envid is not None or envid is None or len(value) > _MAX_ENVID:
+                    return replies.bad_parameter("ENVID")
+                transaction.envid = envid
+            elif keyword == "AUTH" and equals:
+                continue  # RFC 4954: ignored from a client that did not authenticate
+            else:
+                return replies.unsupported_option(name)
+        return None
+
+    def rcpt(self, argument: str) -> Reply:
+        s = self.settings
+        transaction = self.transaction
+        if transaction is None:
+            return replies.NEED_MAIL
+        if self.connect_refusal is not None:
+            return self.connect_refusal
+        if len(transaction.recipients) >= s.smtpd_recipient_limit:
+            self.overshoot += 1
+            return replies.TOO_MANY_RECIPIENTS
+        split = _split_path_argument(argument, "TO:")
+        if split is None:
+            return replies.RCPT_SYNTAX
+        path, parameters = split
+        try:
+            address = parse_path(path, strict=s.strict_rfc821_envelopes)
+        except AddressError:
+            return replies.BAD_RECIPIENT
+        if address == "":
+            return replies.BAD_RECIPIENT
+        notify, orcpt, refusal = self._rcpt_parameters(parameters)
+        if refusal is not None:
+            return refusal
+        if not address.isascii() and not transaction.smtputf8:
+            return replies.UNICODE_ADDRESS
+        verdicts = self.service.checks.at_rcpt(self.facts(address))
+        for verdict in verdicts:
+            if verdict.reply is not None:
+                self._log_reject("RCPT", verdict.reply, address)
+                return verdict.reply
+        transaction.actions += verdicts
+        transaction.recipients.append(Recipient(address, notify=notify, orcpt=orcpt))
+        return replies.RCPT_OK
+
+    def _rcpt_parameters(self, parameters: list[str]) -> tuple[Notify, str | None, Reply | None]:
+        notify = Notify(0)
+        orcpt: str | None = None
+        dsn = self.offers("DSN")
+        for parameter in parameters:
+            name, equals, value = parameter.partition("=")
+            keyword = name.upper()
+            if not self.esmtp:
+                return notify, orcpt, replies.RCPT_SYNTAX
+            if keyword == "NOTIFY" and equals and dsn and not notify:
+                parsed = _parse_notify(value)
+                if parsed is None:
+                    return notify, orcpt, replies.bad_parameter("NOTIFY")
+                notify = parsed
+            elif keyword == "ORCPT" and equals and dsn and orcpt is None:
+                orcpt = _parse_orcpt(value)
+                if orcpt is None:
+                    return notify, orcpt, replies.bad_parameter("ORCPT")
+            else:
+                return notify, orcpt, replies.unsupported_option(name)
+        return notify, orcpt, None
+
+    def data(self, argument: str) -> Reply:
+        transaction = self.transaction
+        if transaction is None:
+            return replies.NEED_RCPT
+        if not transaction.recipients:
+            return replies.NO_VALID_RECIPIENTS
+        if argument:
+            return replies.DATA_SYNTAX
+        if transaction.mode == "BDAT":
+            return replies.MIXED_DATA_BDAT
+        if self.connect_refusal is not None:
+            return self.connect_refusal
+        verdict = self.service.checks.at_data(self.facts())
+        if verdict is not None and verdict.reply is not None:
+            self._log_reject("DATA", verdict.reply)
+            return verdict.reply
+        transaction.mode = "DATA"
+        return replies.START_DATA
+
+    def end_of_data(self, content: bytes, received: int, too_big: bool) -> Reply:
+        """The message after DATA: RECEIVED octets came, CONTENT holds them unless TOO_BIG."""
+        self.where = "END-OF-MESSAGE"
+        transaction = self.transaction
+        self.transaction = None
+        if transaction is None:
+            return replies.NEED_RCPT
+        outcome = replies.MESSAGE_TOO_BIG if too_big else self._queue(transaction, content)
+        if outcome.is_error:
+            self.error_count += 1
+        else:
+            self.ok_stats["data"] += 1  # DATA itself was counted with its 354
+        return outcome
+
+    def bdat(self, argument: str) -> Reply | ChunkExpected:
+        words = argument.split()
+        if not self.offers("CHUNKING"):
+            return replies.NOT_IMPLEMENTED
+        if not 1 <= len(words) <= 2 or not words[0].isascii() or not words[0].isdigit():
+            return replies.BDAT_SYNTAX
+        if len(words) == 2 and words[1].upper() != "LAST":
+            return replies.BDAT_SYNTAX
+        chunk = ChunkExpected(int(words[0]), len(words) == 2)
+        self._pending = chunk
+        return chunk
+
+    def bdat_chunk(self, data: bytes | None) -> Reply:
+        """Answer the BDAT chunk just read (DATA None: it was read and thrown away)."""
+        chunk = self._pending
+        self._pending = None
+        assert chunk is not None
+        outcome = self._bdat_outcome(chunk, data)
+        self.where = "END-OF-MESSAGE" if chunk.last and not outcome.is_error else "BDAT"
+        self._count("BDAT", "bdat", outcome)
+        return outcome
+
+    def wants_chunk(self) -> bool:
+        """Whether the chunk being read is kept (else it is read and thrown away)."""
+        transaction = self.transaction
+        if transaction is None or not transaction.recipients or transaction.failure:
+            return False
+        limit = self.settings.message_size_limit
+        size = self._pending.size if self._pending else 0
+        return not limit or transaction.received + size <= limit
+
+    def _bdat_outcome(self, chunk: ChunkExpected, data: bytes | None) -> Reply:
+        transaction = self.transaction
+        if transaction is None:
+            return replies.NEED_RCPT
+        if not transaction.recipients:
+            return replies.NO_VALID_RECIPIENTS
+        if transaction.mode == "DATA":
+            return replies.MIXED_DATA_BDAT
+        transaction.mode = "BDAT"
+        transaction.received += chunk.size
+        limit = self.settings.message_size_limit
+        if transaction.failure is None and limit and transaction.received > limit:
+            transaction.failure = replies.MESSAGE_TOO_BIG
+            transaction.content = bytearray()
+        if transaction.failure is not None:
+            if chunk.last:
+                self.transaction = None
+            return transaction.failure
+        if data is not None:
+            transaction.content += data
+        if not chunk.last:
+            return replies.bdat_chunk_ok(chunk.size)
+        self.transaction = None
+        outcome = self._queue(transaction, bytes(transaction.content))
+        if outcome.code == 250 and outcome.text.startswith("2.0.0 Ok: queued as "):
+            queue_id = outcome.text.rsplit(" ", 1)[1]
+            return replies.bytes_queued(transaction.received, queue_id)
+        return outcome
+
+    def rset(self, argument: str) -> Reply:
+        if argument:
+            return replies.RSET_SYNTAX
+        self.transaction = None
+        return replies.OK
+
+    def noop(self, argument: str) -> Reply:
+        return replies.OK
+
+    def quit(self, argument: str) -> Reply:
+        return replies.BYE
+
+    def vrfy(self, argument: str) -> Reply:
+        if self.settings.disable_vrfy_command:
+            return replies.VRFY_DISABLED
+        if not argument:
+            return replies.VRFY_SYNTAX
+        if self.connect_refusal is not None:
+            return self.connect_refusal
+        try:
+            address = parse_path(argument)
+        except AddressError:
+            return replies.BAD_RECIPIENT
+        verdict = self.service.checks.at_vrfy(self.facts(address))
+        if verdict is not None and verdict.reply is not None:
+            self._log_reject("VRFY", verdict.reply, address)
+            return verdict.reply
+        return reply(252, f"2.0.0 {argument}")
+
+    def help(self, argument: str) -> Reply:
+        names = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "QUIT"]
+        return reply(214, "2.0.0 Commands: " + " ".join(names))
+
+    def starttls(self, argument: str) -> Reply:
+        return replies.NOT_IMPLEMENTED  # the TLS step plugs in here
+
+    def auth(self, argument: str) -> Reply:
+        return reply(503, "5.5.1 Error: authentication not enabled")  # the AUTH step
+
+    # -- queueing --------------------------------------------------------------------------
+    def _queue(self, transaction: Transaction, content: bytes) -> Reply:
+        verdict = self.service.checks.at_end_of_data(self.facts())
+        if verdict is not None and verdict.reply is not None:
+            self._log_reject("END-OF-MESSAGE", verdict.reply)
+            return verdict.reply
+        actions = {v.action for v in transaction.actions}
+        if Action.DISCARD in actions:
+            log.info("NOQUEUE: discard: message from %s", self.namaddr)
+            return reply(250, "2.0.0 Ok: discarded")
+        submission = Submission(
+            sender=transaction.sender,
+            recipients=tuple(transaction.recipients),
+            origin=Origin.SMTP,
+            client=ClientInfo(
+                log_client_name=self.client.name,
+                log_client_address=self.client.address,
+                log_client_port=self.client.port,
+                log_helo_name=self.helo_name,
+                log_protocol_name=self.protocol,
+            ),
+            ret=transaction.ret,
+            envid=transaction.envid,
+            smtputf8=transaction.smtputf8,
+            body_type=transaction.body_type,
+            hold=Action.HOLD in actions,
+        )
+        try:
+            accepted = self.service.cleanup.submit(submission, content)
+        except CleanupError as exc:
+            return reply(exc.code, f"{exc.status.dsn} {exc.status.text}")
+        except Exception as exc:
+            log.error("cannot queue a message from %s: %s", self.namaddr, exc)
+            log_traceback(log, exc)
+            return reply(451, "4.3.0 Error: queue file write error")
+        client = self.client.namaddr(self.settings.smtpd_client_port_logging)
+        log.info("client=%s", client, extra={"queue_id": accepted.queue_id})
+        trigger(str(Path(self.settings.socket_directory) / "qmgr"), WAKEUP, timeout=1.0)
+        return replies.queued(accepted.queue_id)
+
+
+# --------------------------------------------------------------------------------------
+# Parsing the arguments of MAIL and RCPT
+# --------------------------------------------------------------------------------------
+def _split_path_argument(argument: str, keyword: str) -> tuple[str, list[str]] | None:
+    """(path, parameters) of `FROM:<path> P=V ...`; None when the keyword is missing."""
+    if argument[: len(keyword)].upper() != keyword:
+        return None
+    rest = argument[len(keyword) :].lstrip(" \t")
+    if not rest:
+        return None
+    if rest.startswith("<"):
+        end = _closing_bracket(rest)
+        if end < 0:
+            return rest, []
+        return rest[: end + 1], rest[end + 1 :].split()
+    path, _, parameters = rest.partition(" ")
+    return path, parameters.split()
+
+
+def _closing_bracket(text: str) -> int:
+    """Index of the `>` that closes the path, skipping quoted strings; -1 if none."""
+    quoted = escaped = False
+    for index, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\":
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == ">" and not quoted:
+            return index
+    return -1
+
+
+def _xtext_decode(value: str) -> str | None:
+    """RFC 3461 xtext, decoded; None when it is not xtext. Case is kept."""
+    out = []
+    index = 0
+    while index < len(value):
+        char = value[index]
+        if char == "+":
+            digits = value[index + 1 : index + 3]
+            if len(digits) != 2 or not all(c in string.hexdigits[:16] for c in digits):
+                return None
+            out.append(chr(int(digits, 16)))
+            index += 3
+            continue
+        if char not in _XTEXT_CHARS:
+            return None
+        out.append(char)
+        index += 1
+    decoded = "".join(out)
+    if not decoded or any(ord(c) < 32 or ord(c) > 126 for c in decoded):
+        return None
+    return decoded
+
+
+def _parse_notify(value: str) -> Notify | None:
+    words = [w.upper() for w in value.split(",")]
+    if words == ["NEVER"]:
+        return Notify.NEVER
+    flags = Notify(0)
+    for word in words:
+        if word not in ("SUCCESS", "FAILURE", "DELAY"):
+            return None
+        flags |= Notify[word]
+    return flags
+
+
+def _parse_orcpt(value: str) -> str | None:
+    """`rfc822;xtext` -> `rfc822;decoded`, the address type and address as given."""
+    address_type, semicolon, address = value.partition(";")
+    if not semicolon or not address_type or not address_type.isascii():
+        return None
+    if not all(c.isalnum() or c == "-" for c in address_type):
+        return None
+    if address_type.lower() == "utf-8":
+        decoded: str | None = address if address.isprintable() else None
+    else:
+        decoded = _xtext_decode(address)
+    if decoded is None or len(value) > 500:
+        return None
+    return f"{address_type};{decoded}"
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+_VERBS = {
+    "HELO": Session.helo,
+    "EHLO": Session.ehlo,
+    "MAIL": Session.mail,
+    "RCPT": Session.rcpt,
+    "DATA": Session.data,
+    "BDAT": Session.bdat,
+    "RSET": Session.rset,
+    "NOOP": Session.noop,
+    "QUIT": Session.quit,
+    "VRFY": Session.vrfy,
+    "HELP": Session.help,
+    "STARTTLS": Session.starttls,
+    "AUTH": Session.auth,
+}
