@@ -660,7 +660,7 @@ def _xtext_decode(value: str) -> str | None:
         char = value[index]
         if char == "+":
             digits = value[index + 1 : index + 3]
-            if len(digits) != 2 or not all(c in string.hexdigits[:16] for c in digits):
+            if len(digits) != 2 or not all(c in string.hexdigits for c in digits):
                 return None
             out.append(chr(int(digits, 16)))
             index += 3
