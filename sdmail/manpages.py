@@ -158,8 +158,12 @@ def find_programs(package_dir: Path = PACKAGE_DIR) -> list[ProgramText]:
 # roff
 # --------------------------------------------------------------------------------------
 def roff_escape(text: str) -> str:
-    """TEXT safe inside a roff line: backslashes and minus signs escaped."""
-    return text.replace("\\", "\\e").replace("-", "\\-")
+    """TEXT safe inside a roff line: backslashes and minus signs escaped, and every
+    character outside ASCII as a `\\[uXXXX]` glyph (groff reads its input as Latin-1)."""
+    escaped = text.replace("\\", "\\e").replace("-", "\\-")
+    if escaped.isascii():
+        return escaped
+    return "".join(c if c.isascii() else f"\\[u{ord(c):04X}]" for c in escaped)
 
 
 def _roff_line(text: str) -> str:
@@ -201,7 +205,7 @@ def _paragraph(block: str) -> list[str]:
     if indents and min(indents) >= 2:
         # An indented block (a list, a layout, an example) keeps its lines.
         return [".PP", ".nf", *(_roff_line(_inline(line.rstrip())) for line in lines), ".fi"]
-    text = " ".join(line.strip() for line in lines)
+    text = " ".join(line.strip() for line in lines if line.strip())
     heading = _HEADING.match(text)
     out = [".PP"]
     if heading and len(heading.group(1)) > 2 and heading.group(1).upper() == heading.group(1):
