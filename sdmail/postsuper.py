@@ -611,6 +611,14 @@ def postsuper(ctx: ToolContext[PostsuperSettings]) -> int:
                 kind = _KINDS[action]
                 queues = [q for q in (named or kind.default_queues) if q not in kind.never_from]
                 queues = [q for q in queues if q in MESSAGE_QUEUES]
+                if not queues:
+                    ctx.logger.warning(
+                        "option -%s does not apply to queue %s",
+                        action.value,
+                        ", ".join(q.value for q in named or ()),
+                    )
+                    sup.tally.incomplete = True
+                    continue
                 if ids == [ALL]:
                     sup.operate_all(action, queues)
                 else:

@@ -275,6 +275,15 @@ def test_hold_never_takes_mail_from_maildrop(q):
     assert q.where(dropped) == "maildrop"
 
 
+def test_release_from_a_queue_other_than_hold_is_refused(q, capsys):
+    queue_id = q.add()
+    assert postsuper(q, "-H", queue_id, "deferred") == 1
+    assert stderr_lines(capsys) == [
+        "postsuper: warning: option -H does not apply to queue deferred"
+    ]
+    assert q.where(queue_id) == "deferred"
+
+
 def test_hold_works_without_a_running_qmgr(q):
     queue_id = q.add("incoming")
     assert postsuper(q, "-h", "ALL") == 0
