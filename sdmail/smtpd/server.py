@@ -185,14 +185,14 @@ class SmtpdProtocol(SMTP):
         except TimeoutError:
             if session is not None:
                 self._log_ending(session, "timeout")
-                await self._send(session, replies.timeout_exceeded(settings.myhostname))
+                await self._send_last(session, replies.timeout_exceeded(settings.myhostname))
         except _Stop:
             pass
         except Exception as exc:
             log.error("unexpected error in a session: %s", exc)
             log_traceback(log, exc)
             if session is not None:
-                await self._send(session, replies.reply(421, "4.3.0 Error: internal error"))
+                await self._send_last(session, replies.reply(421, "4.3.0 Error: internal error"))
         finally:
             if session is not None:
                 log.info("%s", session.disconnect_line())
@@ -251,8 +251,16 @@ class SmtpdProtocol(SMTP):
                 await asyncio.sleep(delay)
         if self.transport is None or self.transport.is_closing():
             raise _Lost
-        self._writer.write(reply.wire())
-        await self._writer.drain()
+        try:
+            self._writer.write(reply.wire())
+            await self._writer.drain()
+        except ConnectionError:
+            raise _Lost from None
+
+    async def _send_last(self, session: Session, reply: Reply) -> None:
+        """A parting reply to a client that may be gone already."""
+        with contextlib.suppress(_Lost):
+            await self._send(session, reply)
 
     async def _improper_pipelining(self, session: Session, after: str) -> bool:
         """Whether input came before the reply it must wait for; logs it as Postfix does."""

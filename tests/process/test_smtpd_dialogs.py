@@ -5,11 +5,33 @@ from __future__ import annotations
 import ast
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
 DIALOGS = Path(__file__).resolve().parents[1] / "dialogs"
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+def debian_has_aiosmtpd() -> bool:
+    if not Path(DEBIAN_PYTHON).exists():
+        return False
+    probe = subprocess.run([DEBIAN_PYTHON, "-c", "import aiosmtpd"], capture_output=True)
+    return probe.returncode == 0
+
+
+INTERPRETERS = [
+    pytest.param(sys.executable, id="pypi-aiosmtpd"),
+    pytest.param(
+        DEBIAN_PYTHON,
+        id="debian-aiosmtpd",
+        marks=pytest.mark.skipif(
+            not debian_has_aiosmtpd(), reason="Debian's python3-aiosmtpd is not installed"
+        ),
+    ),
+]
 
 
 class DialogError(Exception):
@@ -63,15 +85,16 @@ def replay(path: Path, port: int, incoming: Path) -> None:
                     assert re.fullmatch(text, line), f"{where}: {line!r} !~ {text!r}"
 
 
+@pytest.mark.parametrize("interpreter", INTERPRETERS)
 @pytest.mark.parametrize("path", sorted(DIALOGS.glob("*.dialog")), ids=lambda p: p.stem)
-def test_dialog(mailsys, path: Path) -> None:
+def test_dialog(mailsys, path: Path, interpreter: str) -> None:
     main_cf, _ = parse_dialog(path)
     mailsys.write_main_cf("".join(line + "\n" for line in main_cf))
     aliases = mailsys.config_dir / "aliases"
     aliases.write_text("postmaster: root\nalias-user: root\n")
     built = mailsys.run("postalias", str(aliases))
     assert built.returncode == 0, built.stderr
-    mailsys.start("smtpd", tcp=("smtpd",))
+    mailsys.start("smtpd", tcp=("smtpd",), interpreter=interpreter)
     replay(path, mailsys.tcp_ports["smtpd"], mailsys.queue_dir / "incoming")
 
 

@@ -350,3 +350,16 @@ def test_connection_count_limit_per_client(smtpd_factory):
     for client in (first, second, third):
         client.close()
     smtpd.wait_for_log("Connection concurrency limit exceeded: 3 from localhost[127.0.0.1]")
+
+
+def test_commands_pipelined_after_starttls_are_never_executed(smtpd):
+    """CVE-2024-34083's shape: what a client pipelines after STARTTLS must not run. STARTTLS
+    ends a pipeline group, so the session ends before any of it is read as a command (the
+    TLS step adds the case with TLS on, where aiosmtpd's handshake drops the buffer)."""
+    client = smtpd.client()
+    assert client.command("EHLO client.example").startswith("250")
+    client.send(f"STARTTLS\r\nMAIL FROM:<evil@example.org>\r\nRCPT TO:<{POSTMASTER}>\r\n")
+    assert client.reply() == "554 5.5.0 Error: SMTP protocol synchronization"
+    assert client.closed()
+    client.close()
+    smtpd.wait_for_log("improper command pipelining after STARTTLS from localhost[127.0.0.1]")
