@@ -241,3 +241,15 @@ def test_without_listen_fds_it_listens_where_l_says(mailsys):
             return False
 
     mailsys.wait_for(greets, "a greeting on the -l address", timeout=15)
+
+
+def test_a_unix_socket_listener_is_served_too(mailsys):
+    prepare(mailsys)
+    mailsys.start("smtpd", sockets=("smtpd",))
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(10)
+        sock.connect(str(mailsys.socket_path("smtpd")))
+        assert sock.recv(1000) == b"220 mail.example.test ESMTP sdmail\r\n"
+        sock.sendall(b"QUIT\r\n")
+        assert sock.recv(1000) == b"221 2.0.0 Bye\r\n"
+    mailsys.wait_for(lambda: "disconnect from unknown[unknown]" in mailsys.log("smtpd"), "log")
