@@ -1,0 +1,120 @@
+"""What becomes of a message once every recipient qmgr held has a result (qmgr_active_done).
+
+In Postfix's order:
+
+1. If some recipients were deferred and the message is too old (its arrival plus
+   maximal_queue_lifetime, or bounce_queue_lifetime for a notice, i.e. the null
+   sender), it expires: `QUEUEID: from=<sender>, status=expired, returned to
+   sender` is logged, each deferred recipient's last reason goes to the bounce
+   log, and the recipients are marked done (so that a crash from here on can only
+   repeat the notice, never the delivery).
+2. If the bounce log holds failures, the sender gets a non-delivery notice
+   (sdmail/bounce); a notice that cannot be queued now keeps the message (and its
+   bounce log) in deferred/ to try again.
+3. If recipients remain deferred, the file's time stamp is set to now plus its
+   age clamped to minimal_backoff_time..maximal_backoff_time, and it is renamed
+   into deferred/: a deferred scan takes it again when that time has come.
+4. Otherwise the queue file and its logs are removed: `QUEUEID: removed`.
+
+Blocking: call it in a worker thread.  Failure modes: `SpoolError` or `OSError`
+when the queue file cannot be moved, changed or removed (the message then stays
+in active/, where the next qmgr start finds it).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sdmail.bounce.notify import BounceError, Notifier
+from sdmail.core import bounce_log, qfile, spool
+from sdmail.core.log import msg_info, msg_warning
+from sdmail.core.records import QueueName
+from sdmail.qmgr.message import ActiveMessage, StatusLogs
+from sdmail.qmgr.schedule import is_expired, retry_delay
+
+
+@dataclass(frozen=True)
+class FinishSettings:
+    """The parameters of the end of a delivery round; field names are parameter names."""
+
+    minimal_backoff_time: int
+    maximal_backoff_time: int
+    maximal_queue_lifetime: int
+    bounce_queue_lifetime: int
+
+
+@dataclass(frozen=True)
+class Finished:
+    """Where the message went: None when removed, else deferred/."""
+
+    deferred_until: float | None
+    notice: str | None = None  # the queue ID of a non-delivery notice queued
+
+
+class Finisher:
+    """Ends delivery rounds of messages in SPOOL's active/."""
+
+    def __init__(
+        self,
+        queue: spool.Spool,
+        notifier: Notifier,
+        logs: StatusLogs,
+        settings: FinishSettings,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.queue = queue
+        self.notifier = notifier
+        self.logs = logs
+        self.settings = settings
+        self.clock = clock
+
+    def finish(self, message: ActiveMessage) -> Finished:
+        """Expire, notify, defer or remove MESSAGE; see the module docstring."""
+        now = self.clock()
+        if message.deferred and self._expired(message, now):
+            self._expire(message)
+        notice, notice_failed = self._notify(message, now)
+        if message.deferred or notice_failed:
+            until = now + retry_delay(
+                now - message.arrival,
+                self.settings.minimal_backoff_time,
+                self.settings.maximal_backoff_time,
+            )
+            self._defer(message, until)
+            return Finished(until, notice)
+        self.queue.remove(QueueName.ACTIVE, message.queue_id)
+        bounce_log.remove(self.queue.path, message.queue_id)
+        msg_info(message.queue_id, "removed")
+        return Finished(None, notice)
+
+    def _expired(self, message: ActiveMessage, now: float) -> bool:
+        s = self.settings
+        lifetime = s.maximal_queue_lifetime if message.sender else s.bounce_queue_lifetime
+        return is_expired(now, message.arrival, lifetime)
+
+    def _expire(self, message: ActiveMessage) -> None:
+        msg_info(message.queue_id, f"from=<{message.sender}>, status=expired, returned to sender")
+        for recipient, status in message.deferred.values():
+            self.logs.bounced(message, recipient, status, log_line=False)
+        with self.queue.open(QueueName.ACTIVE, message.queue_id, writable=True) as handle:
+            for offset in message.deferred:
+                qfile.mark_done(handle, offset)
+        message.deferred.clear()
+
+    def _notify(self, message: ActiveMessage, now: float) -> tuple[str | None, bool]:
+        try:
+            notice = self.notifier.send_non_delivery(
+                QueueName.ACTIVE, message.queue_id, message.envelope, now=now
+            )
+        except BounceError as exc:
+            msg_warning(message.queue_id, f"{exc}; will try again")
+            return None, True
+        return notice, False
+
+    def _defer(self, message: ActiveMessage, until: float) -> None:
+        with self.queue.open(QueueName.ACTIVE, message.queue_id) as handle:
+            os.utime(handle.fd, (until, until))
+        self.queue.move(message.queue_id, QueueName.ACTIVE, QueueName.DEFERRED)
