@@ -31,6 +31,7 @@ from sdmail.smtpd.server import SmtpdServer, quiet_engine_logging, shut_down, st
 
 PROGRAM = "smtpd"
 DEFAULT_LISTENER = "smtpd"
+_LIFETIME_POLL = 0.5  # seconds between looks at max_idle / max_use
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -142,23 +143,19 @@ async def serve(ctx: AsyncDaemonContext[None]) -> int:
         server.replace_services(new)
 
     ctx.add_reload_hook(reload)
-    server.on_session_end = lambda: _stop_when_done(ctx)
     listeners = await start_listeners(server, sockets)
     ctx.ready()
+    done_serving = False
     try:
         while not ctx.stopping:
             wait = ctx.lifetime.seconds_until_idle_exit()
-            await ctx.wait(1.0 if wait is None else min(wait, 1.0))
+            await ctx.wait(_LIFETIME_POLL if wait is None else min(wait, _LIFETIME_POLL))
             if ctx.lifetime.should_exit():
+                done_serving = True
                 break
     finally:
-        await shut_down(server, listeners)
+        await shut_down(server, listeners, graceful=done_serving and not ctx.stopping)
     return ExitCode.OK
-
-
-def _stop_when_done(ctx: AsyncDaemonContext[None]) -> None:
-    if ctx.lifetime.should_exit():
-        ctx.request_stop()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -51,7 +51,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from sdmail.core.address import (
     is_address_literal,
@@ -209,6 +209,7 @@ class DnsMailDomains:
 
     def __init__(self, lifetime: float = 10.0) -> None:
         self.lifetime = lifetime
+        self._resolver: Any = None
 
     def state(self, domain: str) -> DomainState:
         try:
@@ -217,9 +218,11 @@ class DnsMailDomains:
         except ImportError:
             log.warning("dnspython is not installed: cannot look up domain %s", domain)
             return DomainState.UNKNOWN
-        resolver = dns.resolver.Resolver()
-        resolver.lifetime = self.lifetime
         try:
+            if self._resolver is None:
+                self._resolver = dns.resolver.Resolver()
+                self._resolver.lifetime = self.lifetime
+            resolver = self._resolver
             answer = resolver.resolve(domain, "MX", raise_on_no_answer=False)
             records = list(answer.rrset or [])
             if records:

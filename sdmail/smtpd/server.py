@@ -74,6 +74,8 @@ READ_FRAGMENT = 64 * 1024
 _CHUNK_PIECE = 64 * 1024
 _SHOWN_PENDING = 100  # octets of unexpected input shown in the pipelining log line
 _WORKER_THREADS = 32
+_SETTLE_SECONDS = 0.05
+_CUT_OFF_SECONDS = 5
 
 
 class _Lost(Exception):
@@ -105,7 +107,6 @@ class SmtpdServer:
         self.executor = ThreadPoolExecutor(_WORKER_THREADS, thread_name_prefix="smtpd")
         self.connections: Counter[str] = Counter()
         self.protocols: set[SmtpdProtocol] = set()
-        self.on_session_end: Callable[[], None] = lambda: None
         self._exceptions: dict[str, NetworkList] = {}
 
     def replace_services(self, services: dict[str, Service]) -> None:
@@ -203,7 +204,6 @@ class SmtpdProtocol(SMTP):
             lifetime.end_use()
             if self.transport is not None:
                 self.transport.close()
-            self.server.on_session_end()
 
     # -- the dialogue ----------------------------------------------------------------------
     async def _serve(self, session: Session) -> None:
@@ -400,15 +400,26 @@ async def start_listeners(
     return servers
 
 
-async def shut_down(server: SmtpdServer, listeners: list[asyncio.AbstractServer]) -> None:
-    """Stop accepting, end the sessions, let queue writes in progress finish."""
+async def shut_down(
+    server: SmtpdServer, listeners: list[asyncio.AbstractServer], *, graceful: bool
+) -> None:
+    """Stop accepting, then let queue writes in progress finish.
+
+    GRACEFUL (max_idle, max_use): sessions of connections accepted just before are served
+    to their end; otherwise (SIGTERM) every session is cut off at once. Connections still in
+    the listening socket's backlog stay there for the next instance systemd starts.
+    """
     for listener in listeners:
         listener.close()
+    await asyncio.sleep(_SETTLE_SECONDS)  # connections accepted just now start their sessions
+    if graceful:
+        while server.protocols:
+            await asyncio.sleep(_SETTLE_SECONDS)
     for protocol in list(server.protocols):
         if protocol.transport is not None:
             protocol.transport.close()
-    deadline = time.monotonic() + 5
+    deadline = time.monotonic() + _CUT_OFF_SECONDS
     while server.protocols and time.monotonic() < deadline:
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(_SETTLE_SECONDS)
     with contextlib.suppress(Exception):
         await asyncio.get_running_loop().run_in_executor(None, server.close)

@@ -265,7 +265,7 @@ class Session:
                 outcome, stat = replies.UNKNOWN_COMMAND, "unknown"
                 self.where = "UNKNOWN"
             else:
-                self.where = verb if verb != "BDAT" else "BDAT"
+                self.where = verb
                 outcome, stat = method(self, argument), verb.lower()
         self._count(verb, stat, outcome)
         return outcome
@@ -304,6 +304,7 @@ class Session:
         verdict = self.service.checks.at_helo(self.facts())
         if verdict is not None and verdict.reply is not None:
             self._log_reject("HELO" if not extended else "EHLO", verdict.reply)
+            self.helo_name, self.esmtp, self.pipelining = None, False, False
             return verdict.reply
         if not extended:
             return reply(250, self.settings.myhostname)
