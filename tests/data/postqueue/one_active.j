@@ -1,0 +1,1 @@
+{"queue_name": "active", "queue_id": "4jZMSX2Lr2zJDBP", "arrival_time": 1764021160, "message_size": 4378, "forced_expire": false, "sender": "a@bench.test", "recipients": [{"address": "x@discard.test"}]}
