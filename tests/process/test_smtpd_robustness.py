@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from sdmail.core.qfile import decode
 
@@ -363,3 +365,33 @@ def test_commands_pipelined_after_starttls_are_never_executed(smtpd):
     assert client.closed()
     client.close()
     smtpd.wait_for_log("improper command pipelining after STARTTLS from localhost[127.0.0.1]")
+
+
+PIECES = [b"a", b".", b"\r", b"\n", b"\r\n", b"\r\n.", b"\n.\n", b"\r.\n", b"\n.\r\n", b".\r\n"]
+
+
+def dot_stuffed(content: bytes) -> bytes:
+    """What a client sends for CONTENT: a `.` added to every CRLF-delimited line that has one."""
+    lines = content.split(b"\r\n")
+    return b"\r\n".join(b"." + line if line.startswith(b".") else line for line in lines)
+
+
+@settings(
+    max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(pieces=st.lists(st.sampled_from(PIECES), max_size=40))
+def test_any_content_makes_exactly_one_message_and_keeps_its_dots(smtpd, pieces):
+    content = b"".join(pieces)
+    before = len(smtpd.queued())
+    client = smtpd.client()
+    client.start_mail(POSTMASTER)
+    assert client.command("DATA").startswith("354")
+    client.send(dot_stuffed(content) + b"\r\n.\r\n")
+    assert client.reply().startswith("250 2.0.0 Ok: queued as ")
+    assert client.command("NOOP") == "250 2.0.0 Ok"
+    client.close()
+    stored = smtpd.queued()
+    assert len(stored) == before + 1
+    newest = max(stored, key=lambda item: item[0].arrival_sec * 10**6 + item[0].arrival_usec)
+    body = newest[1].split(b"\n\n", 1)[1] if b"\n\n" in newest[1] else b""
+    assert (body.count(b"a"), body.count(b".")) == (content.count(b"a"), content.count(b"."))
