@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import threading
@@ -130,39 +131,58 @@ def test_a_user_not_in_authorized_mailq_users_is_refused(mailsys: MailSystem, ma
     assert postqueue(mailsys, "-p").returncode == 0  # root always may
 
 
-def test_showq_checks_the_caller_itself(mailsys: MailSystem, make_user) -> None:
-    """A client that skips postqueue's own check is refused by the service (SO_PEERCRED)."""
-    mailsys.write_main_cf("authorized_mailq_users = root\n")
-    put(mailsys, QueueName.DEFERRED, "secret-sender@example.org", "b@example.net")
-    start_showq(mailsys)
-    script = (
-        "import sys\n"
-        "from sdmail.core.showq_proto import ShowqRefused, request_listing\n"
-        "try:\n"
-        "    listing = request_listing(sys.argv[1], timeout=30)\n"
-        "except ShowqRefused as exc:\n"
-        "    print('refused:', exc)\n"
-        "else:\n"
-        "    print([e.sender for e in listing])\n"
-    )
-    account = make_user()
+LIST_AS_CLIENT = (
+    "import sys\n"
+    "from sdmail.core.showq_proto import ShowqRefused, request_listing\n"
+    "try:\n"
+    "    listing = request_listing(sys.argv[1], timeout=30)\n"
+    "except ShowqRefused as exc:\n"
+    "    print('refused:', exc)\n"
+    "else:\n"
+    "    print([e.sender for e in listing])\n"
+)
+
+
+def list_as_client(mailsys: MailSystem, user: str) -> str:
+    """What a client that skips postqueue's own check gets from showq, run as USER."""
     command = [
         "runuser",
         "-u",
-        account.pw_name,
+        user,
         "--",
         "env",
         f"PYTHONPATH={mailsys.env['PYTHONPATH']}",
         mailsys.user_python,
         "-c",
-        script,
+        LIST_AS_CLIENT,
         str(mailsys.socket_path("showq")),
     ]
     result = subprocess.run(command, capture_output=True, timeout=60)
-    assert text(result.stdout) == (
+    assert result.returncode == 0, result.stderr
+    return text(result.stdout)
+
+
+def test_showq_checks_the_caller_itself(mailsys: MailSystem, make_user) -> None:
+    """A client that skips postqueue's own check is refused by the service (SO_PEERCRED)."""
+    mailsys.write_main_cf("authorized_mailq_users = root\n")
+    put(mailsys, QueueName.DEFERRED, "secret-sender@example.org", "b@example.net")
+    start_showq(mailsys)
+    account = make_user()
+    assert list_as_client(mailsys, account.pw_name) == (
         f"refused: User {account.pw_name}({account.pw_uid}) is not allowed to view the mail queue\n"
-    ), result.stderr
+    )
     assert "is not allowed to view the mail queue" in mailsys.log("showq")
+
+
+def test_a_reload_changes_who_may_list(mailsys: MailSystem, make_user) -> None:
+    put(mailsys, QueueName.DEFERRED, "visible@example.org", "b@example.net")
+    process = start_showq(mailsys)
+    user = make_user().pw_name
+    assert list_as_client(mailsys, user) == "['visible@example.org']\n"
+    mailsys.write_main_cf("authorized_mailq_users = root\n")
+    process.send_signal(signal.SIGHUP)
+    mailsys.wait_for(lambda: "reload" in mailsys.log("showq"), "the reload")
+    assert list_as_client(mailsys, user).startswith("refused: User ")
 
 
 def test_showq_down_is_fatal_for_a_user_and_a_direct_listing_for_root(
