@@ -9,8 +9,9 @@ USAGE
 
 WHAT IT DOES.  -p and -j ask the showq service (`$socket_directory/showq`, any user may
 connect) for the queue as a stream of entries (core/showq_proto) and print them as
-Postfix's postqueue does: the long-queue-ID layout (header `----Queue ID----- --Size--
----Arrival Time---- --Sender/Recipient------`, one `%-17s %8ld %19.19s %s` row per
+Postfix's postqueue does: the long-queue-ID layout (header `-Queue ID-        --Size--
+---Arrival Time---- --Sender/Recipient------`: the columns of Postfix's long IDs under
+the header text of its short ones, which is what admins' scripts look for), one `%-17s %8ld %19.19s %s` row per
 message with `*` active, `!` on hold and `#` forced to expire after the ID, the
 recipients below with their delay reason right-aligned to column 78 above the first
 recipient it applies to, `(reason unavailable)` when a recipient without reason follows
@@ -98,7 +99,9 @@ SHOWQ_SOCKET = "showq"
 QMGR_SOCKET = "qmgr"
 
 # Postfix's layout for long queue IDs (showq_compat.c).
-HEADER = f"{'----Queue ID-----':<17} {'--Size--':>8} {'---Arrival Time----':<19} --Sender/Recipient------\n"
+HEADER = (
+    f"{'-Queue ID-':<17} {'--Size--':>8} {'---Arrival Time----':<19} --Sender/Recipient------\n"
+)
 EMPTY_QUEUE = "Mail queue is empty\n"
 REASON_COLUMN = 76
 _UNAVAILABLE = "Queue report unavailable - mail system is down"

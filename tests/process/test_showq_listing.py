@@ -69,7 +69,7 @@ def test_root_and_a_user_see_the_queue_through_showq(mailsys: MailSystem, make_u
         assert result.stderr == b""  # no "Mail system is down -- accessing queue directly"
         lines = text(result.stdout).splitlines()
         assert lines[0] == (
-            "----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------"
+            "-Queue ID-        --Size-- ---Arrival Time---- --Sender/Recipient------"
         )
         rows = {m.group(1): m.groups() for line in lines if (m := ROW.fullmatch(line))}
         assert rows[f"{active}*"][1:] == ("3012", "a@example.org")

@@ -131,7 +131,7 @@ def test_the_empty_queue_is_one_line_and_no_json():
 
 def test_rows_have_postfix_columns():
     lines = "".join(mailq_lines(ENTRIES["one_active"], "MAILER-DAEMON")).splitlines()
-    assert lines[0] == "----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------"
+    assert lines[0] == "-Queue ID-        --Size-- ---Arrival Time---- --Sender/Recipient------"
     assert lines[1] == "4jZMSX2Lr2zJDBP*      4378 Mon Nov 24 21:52:40 a@bench.test"
     assert lines[2] == " " * 47 + "x@discard.test"
     assert lines[3:] == ["", "-- 4 Kbytes in 1 Request."]

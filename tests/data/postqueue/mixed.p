@@ -1,4 +1,4 @@
-----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------
+-Queue ID-        --Size-- ---Arrival Time---- --Sender/Recipient------
 4jZMSX0fbHzJDBF        512 Mon Nov 24 21:52:35 alice
                                                bob
 

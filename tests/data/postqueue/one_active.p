@@ -1,4 +1,4 @@
-----Queue ID----- --Size-- ---Arrival Time---- --Sender/Recipient------
+-Queue ID-        --Size-- ---Arrival Time---- --Sender/Recipient------
 4jZMSX2Lr2zJDBP*      4378 Mon Nov 24 21:52:40 a@bench.test
                                                x@discard.test
 
