@@ -270,6 +270,9 @@ class SmtpdProtocol(SMTP):
             return False
         shown = pending.decode("ascii", "backslashreplace").replace("\r", "\\r")
         shown = shown.replace("\n", "\\n")
+        if session.improper_pipelining:
+            return False  # logged once, as Postfix does
+        session.improper_pipelining = True
         log.info("improper command pipelining after %s from %s: %s", after, session.namaddr, shown)
         if not self.service.settings.smtpd_forbid_unauth_pipelining:
             return False
@@ -375,8 +378,13 @@ class _NoHooks:
 
 
 def _peer_address(peer: object) -> tuple[str, int | None]:
+    """(address, port) of a peer; an IPv4-mapped IPv6 address as its IPv4 form (Postfix)."""
     if isinstance(peer, tuple) and len(peer) >= 2:
-        return str(peer[0]), int(peer[1])
+        address = str(peer[0])
+        mapped = address.removeprefix("::ffff:")
+        if mapped != address and mapped.count(".") == 3:
+            address = mapped
+        return address, int(peer[1])
     return "", None
 
 

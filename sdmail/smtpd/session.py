@@ -167,6 +167,7 @@ class Session:
         self.where = "CONNECT"
         self.bare_lf = False
         self.connect_refusal: Reply | None = None
+        self.improper_pipelining = False
         self._pending: ChunkExpected | None = None
 
     # -- helpers -------------------------------------------------------------------------
@@ -185,6 +186,7 @@ class Session:
             helo=self.helo_name,
             sender=self.transaction.sender if self.transaction else None,
             recipient=recipient,
+            improper_pipelining=self.improper_pipelining,
         )
 
     def offers(self, keyword: str) -> bool:

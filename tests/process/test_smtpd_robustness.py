@@ -395,3 +395,21 @@ def test_any_content_makes_exactly_one_message_and_keeps_its_dots(smtpd, pieces)
     newest = max(stored, key=lambda item: item[0].arrival_sec * 10**6 + item[0].arrival_usec)
     body = newest[1].split(b"\n\n", 1)[1] if b"\n\n" in newest[1] else b""
     assert (body.count(b"a"), body.count(b".")) == (content.count(b"a"), content.count(b"."))
+
+
+def test_improper_pipelining_allowed_by_the_admin_meets_reject_unauth_pipelining(smtpd_factory):
+    smtpd = smtpd_factory(
+        "smtpd_forbid_unauth_pipelining = no\nsmtpd_data_restrictions = reject_unauth_pipelining\n"
+    )
+    client = smtpd.client()
+    assert client.command("HELO client.example") == "250 mail.example.test"
+    client.send(f"MAIL FROM:<sender@example.org>\r\nRCPT TO:<{POSTMASTER}>\r\nDATA\r\n")
+    assert [client.reply() for _ in range(3)] == [
+        "250 2.1.0 Ok",
+        "250 2.1.5 Ok",
+        "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining",
+    ]
+    assert client.command("QUIT") == "221 2.0.0 Bye"
+    client.close()
+    assert smtpd.log().count("improper command pipelining after MAIL from") == 1
+    assert smtpd.queued() == []

@@ -323,3 +323,30 @@ def test_access_restriction_without_a_table_is_a_configuration_error(world):
 def test_undefined_restriction_class_is_a_configuration_error(world):
     with pytest.raises(ConfigError, match="restriction class is listed but not defined"):
         world.service("smtpd_restriction_classes = nowhere\n")
+
+
+def test_postfix_restrictions_not_done_yet_are_skipped_with_a_warning(world, talk, caplog):
+    extra = (
+        "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, "
+        "check_policy_service inet:127.0.0.1:10023, reject_rbl_client zen.example, "
+        "reject_unknown_client_hostname\n"
+    )
+    assert rcpt(world, talk, "root@localhost", extra) == "250 2.1.5 Ok"
+    assert (
+        "smtpd_recipient_restrictions: check_policy_service inet:127.0.0.1:10023 is not "
+        "supported yet; skipped"
+    ) in caplog.messages
+    assert any("reject_rbl_client zen.example" in m for m in caplog.messages)
+
+
+def test_reject_unauth_pipelining_refuses_data_after_improper_pipelining(world, talk):
+    session = world.session("smtpd_data_restrictions = reject_unauth_pipelining\n")
+    talk(session, "HELO client.example")
+    talk(session, "MAIL FROM:<a@sender.example>")
+    talk(session, "RCPT TO:<root@localhost>")
+    session.improper_pipelining = True
+    assert talk(session, "DATA") == (
+        "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining"
+    )
+    session.improper_pipelining = False
+    assert talk(session, "DATA").startswith("354")
