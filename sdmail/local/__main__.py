@@ -1,0 +1,5 @@
+import sys
+
+from sdmail.local.service import main
+
+sys.exit(main())
