@@ -17,6 +17,7 @@ import re
 from dataclasses import dataclass, replace
 
 _ENHANCED = re.compile(r"([245])\.(\d{1,3}\.\d{1,3})(?= |$)")
+_ENHANCED_PREFIX = re.compile(r"^[245]\.\d{1,3}\.\d{1,3}(?: |$)")
 
 
 @dataclass(frozen=True)
@@ -66,6 +67,11 @@ class Reply:
             return self
         first = f"{klass}.{match.group(2)}{self.lines[0][match.end() :]}"
         return replace(self, lines=(first, *self.lines[1:]))
+
+    def without_enhanced_codes(self) -> Reply:
+        """The reply as sent when ENHANCEDSTATUSCODES is not offered (Postfix strips them)."""
+        lines = tuple(_ENHANCED_PREFIX.sub("", line, count=1) for line in self.lines)
+        return self if lines == self.lines else replace(self, lines=lines)
 
     def with_footer(self, footer: str) -> Reply:
         """The reply with smtpd_reject_footer as a further line (nothing when empty)."""

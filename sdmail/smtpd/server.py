@@ -251,6 +251,8 @@ class SmtpdProtocol(SMTP):
                 await asyncio.sleep(delay)
         if self.transport is None or self.transport.is_closing():
             raise _Lost
+        if not session.offers("ENHANCEDSTATUSCODES"):
+            reply = reply.without_enhanced_codes()
         try:
             self._writer.write(reply.wire())
             await self._writer.drain()

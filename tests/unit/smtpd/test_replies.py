@@ -39,3 +39,17 @@ def test_client_bytes_that_are_not_utf8_go_back_as_they_came():
 def test_codes_outside_smtp_are_refused(code):
     with pytest.raises(ValueError):
         reply(code, "x")
+
+
+def test_enhanced_codes_can_be_left_out():
+    assert reply(250, "2.1.0 Ok").without_enhanced_codes().logged() == "250 Ok"
+    multi = Reply(554, ("5.7.1 no", "5.7.1 footer"))
+    assert multi.without_enhanced_codes().lines == ("no", "footer")
+    greeting = reply(220, "mail.example.test ESMTP sdmail")
+    assert greeting.without_enhanced_codes() is greeting
+
+
+def test_only_a_leading_enhanced_code_is_left_out():
+    assert reply(550, "text 5.1.1 inside").without_enhanced_codes().logged() == (
+        "550 text 5.1.1 inside"
+    )
