@@ -9,8 +9,9 @@ lookups and the password file (`submitter_of`).
 Failure modes: `SubmitPolicy(...)` raises MatchListError or TableError for a list
 or table that cannot be opened (the daemon treats both as a configuration error).
 `SubmitPolicy.envelope` raises `Refusal` carrying Postfix's reply (code, enhanced
-status, text) for a request that must not be queued, and TableError when a table
-cannot be read (the caller answers 4xx: try again later).
+status, text) for a request that must not be queued, and TableError or
+MatchListError when a table or list file cannot be read now (the caller answers
+4xx: try again later).
 """
 
 from __future__ import annotations
@@ -40,11 +41,12 @@ from sdmail.core.records import (
     RewriteContext,
 )
 from sdmail.core.tables import Table, open_table
+from sdmail.core.user_acl import UNKNOWN_USER, refused_user
 
-UNKNOWN_USER = "unknown"  # Postfix's ACL name for a uid without a password entry
 WILDCARD_SENDER = "*"
 EXTRACT_RECIPIENTS_ATTRIBUTE = "extract_recipients"
 UID_ATTRIBUTE = "uid"
+SUBMIT_ACL = "authorized_submit_users"
 # The one request attribute postdrop honours: `sendmail -G` asks for "remote".
 REWRITE_CONTEXT_ATTRIBUTE = "rewrite_context"
 _RECIPIENT_HEADERS = frozenset({"to", "cc", "bcc"})
@@ -186,9 +188,8 @@ class SubmitPolicy:
 
     def __init__(self, settings: PostdropSettings, table_opener: TableOpener = open_table) -> None:
         self.settings = settings
-        self._submit_users = StringList(
-            settings.authorized_submit_users, name="authorized_submit_users"
-        )
+        # Built once here only so that a bad list stops the daemon at start (EX_CONFIG).
+        StringList(settings.authorized_submit_users, name=SUBMIT_ACL)
         self._sender_maps = [table_opener(spec) for spec in settings.local_login_sender_maps]
 
     def close(self) -> None:
@@ -197,10 +198,17 @@ class SubmitPolicy:
 
     # -- the decisions ------------------------------------------------------------------
     def check_user(self, submitter: Submitter) -> None:
-        """Refusal unless the user is in authorized_submit_users."""
-        if not self._submit_users.matches(submitter.acl_name):
+        """Refusal unless the user is in authorized_submit_users (root too, as in Postfix's
+        postdrop: only the queue tools exempt root and mail_owner)."""
+        name = refused_user(
+            self.settings.authorized_submit_users,
+            submitter.uid,
+            parameter=SUBMIT_ACL,
+            exempt=frozenset(),
+        )
+        if name is not None:
             raise Refusal(
-                550, "5.7.1", f"User {submitter.describe()} is not allowed to submit mail"
+                550, "5.7.1", f"User {name}({submitter.uid}) is not allowed to submit mail"
             )
 
     def sender_of(self, submitter: Submitter, requested: str | None) -> str:

@@ -204,7 +204,7 @@ class Postdrop:
             envelope = policy.envelope(submitter, req, content)
         except Refusal as refusal:
             return self._refuse(uid, refusal.code, refusal.dsn, refusal.text)
-        except TableError as exc:
+        except (TableError, MatchListError) as exc:
             self.ctx.logger.warning("uid=%d: %s", uid, exc)
             return self._refuse(uid, *LOOKUP_ERROR)
         try:

@@ -84,19 +84,30 @@ def test_default_lets_anyone_submit(tmp_path: Path) -> None:
     policy(tmp_path).check_user(NO_NAME)
 
 
+NOBODY = pwd.getpwnam("nobody")
+
+
 def test_user_not_listed_is_refused_with_postfix_text(tmp_path: Path) -> None:
-    refused = refusal(policy(tmp_path, "authorized_submit_users=root").check_user, ALICE)
+    nobody = submitter_of(NOBODY.pw_uid)
+    refused = refusal(policy(tmp_path, "authorized_submit_users=root").check_user, nobody)
     assert (refused.code, refused.dsn, refused.text) == (
         550,
         "5.7.1",
-        "User alice(1000) is not allowed to submit mail",
+        f"User nobody({NOBODY.pw_uid}) is not allowed to submit mail",
     )
 
 
 def test_negated_user_is_refused_and_others_pass(tmp_path: Path) -> None:
-    decide = policy(tmp_path, "authorized_submit_users=!alice, static:anyone")
-    refusal(decide.check_user, ALICE)
-    decide.check_user(Submitter(1001, "bob"))
+    decide = policy(tmp_path, "authorized_submit_users=!nobody, static:anyone")
+    refusal(decide.check_user, submitter_of(NOBODY.pw_uid))
+    decide.check_user(submitter_of(0))
+
+
+def test_root_is_not_exempt_from_authorized_submit_users(tmp_path: Path) -> None:
+    decide = policy(tmp_path, "authorized_submit_users=nobody")
+    assert refusal(decide.check_user, submitter_of(0)).text == (
+        "User root(0) is not allowed to submit mail"
+    )
 
 
 def test_unknown_uid_matches_the_name_unknown(tmp_path: Path) -> None:
