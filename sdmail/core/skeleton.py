@@ -325,7 +325,11 @@ class DaemonContext(_Context[S]):
 
     def add_reload_hook(self, hook: ReloadHook) -> None:
         """Call HOOK(new_config) after each successful reload, once ctx.config and
-        ctx.settings are the new ones and before systemd hears READY=1."""
+        ctx.settings are the new ones and before systemd hears READY=1.
+
+        A hook that raises a configuration error (ConfigError, MatchListError,
+        TableError: the new settings cannot be used) fails the reload: the old
+        configuration comes back and STATUS= keeps naming the old main.cf."""
         self._reload_hooks.append(hook)
 
     def request_stop(self) -> None:
@@ -436,9 +440,15 @@ class PlainDaemonContext(DaemonContext[S]):
         except CONFIGURATION_ERRORS as exc:
             self._reload_failed(exc)
             return
+        previous = (self.config, self._settings)
         self._apply(*new)
-        for hook in self._reload_hooks:
-            hook(self.config)
+        try:
+            for hook in self._reload_hooks:
+                hook(self.config)
+        except CONFIGURATION_ERRORS as exc:
+            self._apply(*previous)
+            self._reload_failed(exc)
+            return
         self._reload_done()
 
     def _on_signal(self, signum: int, _frame: object) -> None:
@@ -493,12 +503,18 @@ class AsyncDaemonContext(DaemonContext[S]):
             except CONFIGURATION_ERRORS as exc:
                 self._reload_failed(exc)
             else:
+                previous = (self.config, self._settings)
                 self._apply(*new)
-                for hook in self._reload_hooks:
-                    outcome = hook(self.config)
-                    if inspect.isawaitable(outcome):
-                        await outcome
-                self._reload_done()
+                try:
+                    for hook in self._reload_hooks:
+                        outcome = hook(self.config)
+                        if inspect.isawaitable(outcome):
+                            await outcome
+                except CONFIGURATION_ERRORS as exc:
+                    self._apply(*previous)
+                    self._reload_failed(exc)
+                else:
+                    self._reload_done()
             if not self._reload_again:
                 return
 

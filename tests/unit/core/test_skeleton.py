@@ -43,7 +43,16 @@ DEMO = textwrap.dedent(
     log = logging.getLogger("sdmail.demo")
     MODE = os.environ.get("DEMO_MODE", "")
 
+    def refuse_odd_limits(cfg):
+        from sdmail.core.config import ConfigError
+        if MODE == "refuse" and ctx_ref[0].settings.message_size_limit % 2:
+            raise ConfigError("odd limits are refused by this service", name="message_size_limit")
+
+    ctx_ref = []
+
     def start(ctx):
+        ctx_ref.append(ctx)
+        ctx.add_reload_hook(refuse_odd_limits)
         ctx.add_reload_hook(
             lambda cfg: log.info("reloaded: message_size_limit=%d", ctx.settings.message_size_limit)
         )
@@ -301,6 +310,23 @@ def test_status_names_the_main_cf_digest_and_a_reload_updates_it(demo):
     demo.signal(signal.SIGHUP)
     demo.journal.wait_for("keeping the previous configuration")
     demo.signal(signal.SIGTERM)
+    assert demo.wait() == 0
+
+
+def test_reload_hook_that_refuses_keeps_the_old_configuration_and_digest(demo):
+    """A component that cannot use the new settings fails the reload: old config, old STATUS."""
+    from sdmail.core.config import main_cf_digest
+
+    demo.main_cf.write_text("message_size_limit = 1000\n")
+    demo.start(mode="refuse")
+    first = main_cf_digest(demo.config_dir)
+    demo.notify.wait_for(f"STATUS=config {first}")
+    demo.main_cf.write_text("message_size_limit = 1001\n")
+    demo.signal(signal.SIGHUP)
+    demo.journal.wait_for("odd limits are refused by this service; keeping the previous")
+    demo.notify.wait_for(f"READY=1\nSTATUS=config {first}")
+    demo.signal(signal.SIGTERM)
+    demo.journal.wait_for("^stopping: message_size_limit=1000$")
     assert demo.wait() == 0
 
 
