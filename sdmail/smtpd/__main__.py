@@ -11,7 +11,6 @@ from collections.abc import Sequence
 from sdmail.core import systemd
 from sdmail.core.config import Config
 from sdmail.core.skeleton import (
-    CONFIGURATION_ERRORS,
     AsyncDaemonContext,
     ExitCode,
     Fatal,
@@ -133,13 +132,11 @@ async def serve(ctx: AsyncDaemonContext[None]) -> int:
     server = SmtpdServer(services, ctx.lifetime)
 
     async def reload(_cfg: Config) -> None:
-        try:
-            new = await asyncio.to_thread(
-                build_services, ctx.invocation.config_dir, overrides, names, spools
-            )
-        except CONFIGURATION_ERRORS as exc:
-            ctx.logger.warning("%s; keeping the previous configuration", exc)
-            return
+        # A configuration error here fails the reload (the skeleton keeps the old
+        # configuration and STATUS= keeps naming the old main.cf).
+        new = await asyncio.to_thread(
+            build_services, ctx.invocation.config_dir, overrides, names, spools
+        )
         server.replace_services(new)
 
     ctx.add_reload_hook(reload)
