@@ -409,3 +409,18 @@ def test_qmgr_kill_loses_nothing_and_delivers_nothing_twice(mailsys, agent_facto
     assert not mailsys.queue_files("corrupt")
     # the kills did land while messages were in active/ (else this proved nothing)
     assert "left in the active queue back to incoming" in mailsys.log("qmgr")
+
+
+def test_the_active_queue_never_holds_more_than_its_limit(mailsys, agent_factory) -> None:
+    mailsys.write_main_cf("qmgr_message_active_limit = 2\n")
+    agent = agent_factory(delay=0.03)
+    made = {put(mailsys, f"u{n}@{HOST}") for n in range(8)}
+    start_qmgr(mailsys)
+    most = 0
+    deadline = time.monotonic() + 30
+    while not queue_is_empty(mailsys) and time.monotonic() < deadline:
+        most = max(most, len(in_queue(mailsys, "active")))
+        time.sleep(0.005)
+    assert queue_is_empty(mailsys)
+    assert {qid for qid, _ in agent.deliveries} == made
+    assert most == 2
