@@ -25,7 +25,9 @@ maildrop/ cannot be read any more while it runs.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import logging
+import os
 import select
 import time
 from collections.abc import Sequence
@@ -179,7 +181,19 @@ class Pickup:
             idle = self.ctx.lifetime.seconds_until_idle_exit()
             if idle is not None:
                 timeout = min(timeout, idle)
-        select.select([*self.watch.descriptors(), self.ctx.wakeup_fd], [], [], timeout)
+        wakeup_fd = self.ctx.wakeup_fd
+        readable, _, _ = select.select([*self.watch.descriptors(), wakeup_fd], [], [], timeout)
+        if wakeup_fd in readable:
+            _empty_pipe(wakeup_fd)
+
+
+def _empty_pipe(fd: int) -> None:
+    # The signal handlers have run by now (before select returned); the skeleton's wait(0)
+    # acts on them but leaves their bytes in its wake-up pipe, which would keep every later
+    # select() returning at once.
+    with contextlib.suppress(BlockingIOError):
+        while os.read(fd, 512):
+            pass
 
 
 def serve(ctx: PlainDaemonContext[PickupSettings]) -> int:

@@ -328,3 +328,20 @@ def test_after_max_use_drains_pickup_exits_as_soon_as_maildrop_is_empty(mailsys)
     drop(mailsys, "carol")
     assert exited(process, 10) == 0  # long before max_idle
     assert names(mailsys, "maildrop") == [] and len(names(mailsys, "incoming")) == 2
+
+
+def cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_an_idle_pickup_stays_idle_after_a_reload(mailsys):
+    process = start_pickup(mailsys)
+    time.sleep(1)
+    process.send_signal(signal.SIGHUP)
+    mailsys.wait_for(lambda: "reload -- configuration" in mailsys.log("pickup"), "the reload")
+    before = cpu_seconds(process.pid)
+    time.sleep(2)
+    assert cpu_seconds(process.pid) - before < 0.2  # waiting, not spinning
+    drop(mailsys, "bob")  # and still awake for new mail
+    mailsys.wait_for(lambda: names(mailsys, "incoming"), "the message after the reload")
