@@ -561,6 +561,9 @@ def run_agent(
 
     def serve(ctx: PlainDaemonContext[Any]) -> int:
         listener = listening_socket(socket_name or program)
+        probe = make_agent(ctx)  # a configuration the agent refuses stops the start here
+        if probe.close is not None:
+            probe.close()
         try:
             return _serve_forever(ctx, listener, make_agent)
         finally:

@@ -280,10 +280,13 @@ class LocalDelivery:
                 continue
             rcpt.seen.add((target.kind.value, target.text))
             if target.kind is TargetKind.ADDRESS:
-                if self._names_recipient(rcpt, target.text, origin, alias_name):
-                    outcomes.extend(self._to_self(rcpt, origin))
+                # `\\user` names the user's own mailbox, past aliases and .forward.
+                direct = target.text.startswith("\\")
+                address = target.text.removeprefix("\\")
+                if self._names_recipient(rcpt, address, origin, alias_name):
+                    outcomes.extend(self._to_self(rcpt, origin, direct))
                 else:
-                    addresses.append(target.text)
+                    addresses.append(address)
             elif target.kind is TargetKind.INCLUDE:
                 outcomes.extend(self._include(rcpt, target.text, origin, identity, level))
             elif target.kind is TargetKind.COMMAND:
@@ -298,16 +301,14 @@ class LocalDelivery:
         self, rcpt: _Recipient, text: str, origin: str, alias_name: str | None
     ) -> bool:
         """True when TEXT names the recipient itself: its own mailbox, not a forward."""
-        if text.startswith("\\"):
-            return True
         local, domain = split_address(text)
         if "@" in text and domain.lower() != rcpt.domain.lower():
             return False
         names = {rcpt.local, rcpt.user} if origin != ALIAS else {alias_name or rcpt.local}
         return local.lower() in names
 
-    def _to_self(self, rcpt: _Recipient, origin: str) -> list[Outcome]:
-        if origin == ALIAS:
+    def _to_self(self, rcpt: _Recipient, origin: str, direct: bool) -> list[Outcome]:
+        if origin == ALIAS and not direct:
             return self._as_user(rcpt)  # no second alias lookup for the same name
         try:
             identity = Identity.from_passwd(pwd.getpwnam(rcpt.user))

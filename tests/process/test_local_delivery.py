@@ -526,3 +526,75 @@ def test_forward_writable_by_others_is_ignored(mailsys, make_user, cleanup):
     assert results == [("sent", "2.0.0", "delivered to mailbox")]
     assert cleanup.submissions == []
     assert "writable by everyone; ignoring it" in mailsys.log("local")
+
+
+def test_backslash_names_the_users_own_mailbox_past_its_alias(mailsys, make_user, cleanup):
+    joe = make_user()
+    build_aliases(mailsys, f"{joe.pw_name}: \\{joe.pw_name}, bob\n")
+    write_forward(joe, "elsewhere@example.net\n")  # \user skips .forward too
+    start_local(mailsys)
+    _, results = deliver(mailsys, f"{joe.pw_name}@{HOST}")
+    assert results == [("sent", "2.0.0", "delivered to mailbox")]
+    assert [r.address for r in cleanup.submissions[0].request.recipients] == ["bob"]
+    assert len(cleanup.submissions) == 1
+
+
+# -- hostile content, Debian's spool, the service's lifetime -------------------------------------
+def test_hostile_content_reaches_the_mailbox_byte_for_byte(mailsys, make_user):
+    joe = make_user()
+    start_local(mailsys)
+    content = (
+        "Subject: caf\u00e9 \u2603\n".encode()
+        + b"X-Raw: \xff\xfe\n\n"
+        + b"nul\x00byte\n"
+        + b"x" * 5000
+        + b"\nno final newline"
+    )
+    _, results = deliver(mailsys, f"{joe.pw_name}@{HOST}", content=content)
+    assert results == [("sent", "2.0.0", "delivered to mailbox")]
+    data = (mailsys.mail_dir / joe.pw_name).read_bytes()
+    assert content + b"\n\n" in data
+
+
+def test_debian_mail_spool_owned_by_group_mail_is_written_as_the_user(mailsys, make_user):
+    joe = make_user()
+    mail_gid = 8  # Debian's group "mail"
+    os.chown(mailsys.mail_dir, 0, mail_gid)
+    mailsys.mail_dir.chmod(0o2775)
+    start_local(mailsys)
+    _, results = deliver(mailsys, f"{joe.pw_name}@{HOST}")
+    assert results == [("sent", "2.0.0", "delivered to mailbox")]
+    mbox = (mailsys.mail_dir / joe.pw_name).stat()
+    assert (mbox.st_uid, mbox.st_gid) == (joe.pw_uid, mail_gid)
+    assert not (mailsys.mail_dir / f"{joe.pw_name}.lock").exists()
+
+
+def test_service_exits_after_max_use_connections(mailsys, make_user):
+    joe = make_user()
+    process = start_local(mailsys, "max_use = 2\n")
+    for _ in range(2):
+        assert deliver(mailsys, f"{joe.pw_name}@{HOST}")[1][0][0] == "sent"
+    assert process.wait(30) == 0
+
+
+def test_sigterm_lets_a_running_delivery_finish(mailsys):
+    directory = scratch(mailsys)
+    build_aliases(mailsys, f"slow: |sleep 2; touch {directory}/finished\n")
+    process = start_local(mailsys)
+    request = queue_message(mailsys, f"slow@{HOST}")
+    answers: list[DeliveryResult] = []
+    waiter = threading.Thread(target=lambda: answers.append(ask_local(mailsys, request)))
+    waiter.start()
+    time.sleep(0.7)
+    process.terminate()
+    waiter.join(30)
+    assert [r.status for r in answers[0].recipients] == ["sent"]
+    assert (directory / "finished").exists()
+    assert process.wait(30) == 0
+    assert done_marks(mailsys, request.queue_id) == [True]
+
+
+def test_unknown_lock_style_stops_the_start_with_exit_78(mailsys):
+    process = start_local(mailsys, "mailbox_delivery_lock = posix\n")
+    assert process.wait(30) == 78
+    assert "unknown mailbox lock style: posix" in mailsys.log("local")
