@@ -20,7 +20,13 @@ decides one `Outcome`:
   not empty, a file pickup may not remove), or it was queued but could not be
   removed: it is remembered and never tried again by this process, so nothing
   can make pickup spin or queue a message twice;
-- GONE: it disappeared before it was opened.
+- GONE: it disappeared before it was opened;
+- BUSY: another pickup holds its lock (systemd runs one pickup, but an
+  administrator may start another by hand): that one takes care of it.
+
+While pickup works on a file it holds an exclusive lock on it (core/spool), and
+it goes on only if the file is still linked once the lock is taken, so two
+pickups never queue one message twice.
 
 A file owned by another user than pickup's, or with a mode other than 0600, is
 processed with a warning: maildrop/ is written by the mail owner only.
@@ -46,8 +52,10 @@ from sdmail.core.spool import (
     QUEUE_FILE_MODE,
     NoSuchQueueFile,
     NotAQueueFile,
+    QueueFileLocked,
     Spool,
     SpoolError,
+    lock_exclusive,
 )
 from sdmail.core.trigger import WAKEUP, trigger
 from sdmail.pickup.maildrop import MaildropMessage, MalformedMaildropFile, read_maildrop
@@ -64,6 +72,7 @@ class Outcome(enum.Enum):
     DEFERRED = "deferred"
     STUCK = "stuck"
     GONE = "gone"
+    BUSY = "busy"
 
 
 @dataclass
@@ -131,9 +140,15 @@ class Drain:
         except SpoolError as exc:
             msg_warning(queue_id, f"cannot open maildrop file: {_reason(exc, queue_id)}")
             return Outcome.DEFERRED
-        with handle:
+        with handle:  # its lock is held until the file is gone or left
+            try:
+                lock_exclusive(handle)
+            except QueueFileLocked:
+                return Outcome.BUSY
             try:
                 st = os.fstat(handle.fd)
+                if st.st_nlink == 0:
+                    return Outcome.GONE  # another pickup finished it before we locked
                 self._check_owner(queue_id, st)
                 message = read_maildrop(handle.fd, st.st_uid)
             except MalformedMaildropFile as exc:
@@ -141,9 +156,9 @@ class Drain:
             except OSError as exc:
                 msg_warning(queue_id, f"cannot read maildrop file: {exc.strerror or exc}")
                 return Outcome.DEFERRED
-        for warning in message.warnings:
-            msg_warning(queue_id, warning)
-        return self._submit(queue_id, message)
+            for warning in message.warnings:
+                msg_warning(queue_id, warning)
+            return self._submit(queue_id, message)
 
     def _submit(self, queue_id: str, message: MaildropMessage) -> Outcome:
         try:

@@ -345,3 +345,18 @@ def test_an_idle_pickup_stays_idle_after_a_reload(mailsys):
     assert cpu_seconds(process.pid) - before < 0.2  # waiting, not spinning
     drop(mailsys, "bob")  # and still awake for new mail
     mailsys.wait_for(lambda: names(mailsys, "incoming"), "the message after the reload")
+
+
+def test_two_pickups_at_once_queue_each_message_once(mailsys):
+    mailsys.write_main_cf("max_idle = 2s\n")
+    count = 150
+    for n in range(count):
+        drop(mailsys, f"user{n}", content=f"Subject: {n}\n\nbody\n".encode())
+    first, second = start_pickup(mailsys), start_pickup(mailsys)
+    assert exited(first, 60) == 0 and exited(second, 60) == 0
+    subjects = sorted(
+        int(re.search(rb"\nSubject: (\d+)\n", content).group(1))
+        for _, _, content in queued(mailsys)
+    )
+    assert subjects == list(range(count))
+    assert names(mailsys, "maildrop") == [] and names(mailsys, "corrupt") == []

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import socket
@@ -276,3 +277,16 @@ def test_an_unexpected_error_in_cleanup_keeps_the_file_for_a_retry(maildrop, cap
     assert maildrop.drain.drain(retry=False).outcomes == {queue_id: Outcome.DEFERRED}
     assert maildrop.names("maildrop") == [queue_id]
     assert warnings_about(caplog, queue_id) == ["internal error: RuntimeError: bug; will retry"]
+
+
+def test_a_file_another_pickup_holds_is_left_to_it(maildrop):
+    queue_id = maildrop.drop("bob", uid=1)
+    other = os.open(maildrop.plant(queue_id), os.O_RDONLY)
+    try:
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert maildrop.drain.drain(retry=False).outcomes == {queue_id: Outcome.BUSY}
+        assert maildrop.names("maildrop") == [queue_id] and maildrop.incoming() == []
+        assert maildrop.drain.deferred == set()
+    finally:
+        os.close(other)
+    assert maildrop.drain.drain(retry=False).outcomes == {queue_id: Outcome.PICKED_UP}
