@@ -26,6 +26,7 @@ link, a special file or several links; `LockTimeout` when a lock was still held 
 every attempt; `MailboxFull` when the entry would pass the size limit (errno EFBIG); a
 plain MailstoreError for any other failing system call (EACCES, ENOSPC, EDQUOT, ...),
 after the mailbox was truncated back or the temporary Maildir file removed.
+`locked_mbox` raises the same errors as `append_mbox` before its block runs.
 `LockPolicy.from_styles` raises ValueError for an unknown lock style.
 """
 
@@ -139,11 +140,21 @@ def append_mbox(
     """Append ENTRY to the mbox file PATH (created with mode 0600 when missing) under the
     locks POLICY names; fsynced. SIZE_LIMIT 0 means no limit."""
     mailbox = os.fspath(path)
+    with locked_mbox(mailbox, policy) as fd:
+        _append_whole(fd, mailbox, entry, size_limit)
+
+
+@contextlib.contextmanager
+def locked_mbox(path: str | os.PathLike[str], policy: LockPolicy) -> Iterator[int]:
+    """The mbox file PATH open for appending (created 0600 when missing, refused when
+    unsafe) under the locks POLICY names, for the time of the block; the locks are released
+    and the file closed after it (postlock holds a mailbox this way)."""
+    mailbox = os.fspath(path)
     with _dotlock(mailbox, policy) if policy.dotlock else contextlib.nullcontext():
         fd = _open_mailbox(mailbox)
         try:
             _kernel_locks(fd, mailbox, policy)
-            _append_whole(fd, mailbox, entry, size_limit)
+            yield fd
         finally:
             os.close(fd)  # releases the kernel locks
 

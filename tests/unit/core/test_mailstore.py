@@ -25,6 +25,7 @@ from sdmail.core.mailstore import (
     UnsafeMailbox,
     append_mbox,
     deliver_maildir,
+    locked_mbox,
     maildir_name,
     mbox_entry,
     mbox_from_line,
@@ -339,3 +340,15 @@ def test_symlinked_maildir_subdirectory_is_refused(tmp_path: Path) -> None:
     with pytest.raises(UnsafeMailbox, match=r"new: is a symbolic link"):
         deliver_maildir(maildir, b"x\n", hostname="h")
     assert os.listdir(tmp_path / "elsewhere") == []
+
+
+def test_locked_mbox_holds_both_locks_for_its_block(tmp_path: Path) -> None:
+    mailbox = tmp_path / "joe"
+    with locked_mbox(mailbox, FAST) as fd:
+        assert (tmp_path / "joe.lock").exists()
+        with pytest.raises(LockTimeout):
+            append_mbox(mailbox, b"other\n", FAST, size_limit=0)
+        os.write(fd, b"mine\n")
+    assert not (tmp_path / "joe.lock").exists()
+    append_mbox(mailbox, b"other\n", FAST, size_limit=0)
+    assert mailbox.read_bytes() == b"mine\nother\n"
