@@ -361,8 +361,13 @@ PARAMS: Mapping[str, Param] = _registry(
     _b("smtpd_delay_reject", "yes", "Apply client, HELO and sender restrictions at RCPT."),
     _l("smtpd_sender_login_maps", "", "Which SASL login may use which sender address."),
     _b("smtpd_sasl_auth_enable", "no", "Offer SMTP AUTH."),
-    _s("smtpd_sasl_type", "dovecot", "The SASL backend: dovecot or a lookup table."),
-    _s("smtpd_sasl_path", "private/auth", "The SASL backend's socket or table."),
+    _s("smtpd_sasl_type", "dovecot", "The SASL backend: dovecot, or table (hashed passwords)."),
+    _s(
+        "smtpd_sasl_path",
+        "private/auth",
+        "Dovecot's auth socket (relative: below queue_directory), or the type:name table.",
+    ),
+    _s("smtpd_sasl_service", "smtp", "The service name smtpd gives the SASL backend."),
     _l("smtpd_sasl_security_options", "noanonymous", "Which SASL mechanisms are offered."),
     _l(
         "smtpd_sasl_tls_security_options",
@@ -383,6 +388,7 @@ PARAMS: Mapping[str, Param] = _registry(
         "The server private key for STARTTLS.",
     ),
     _b("smtpd_tls_received_header", "no", "Show the TLS protocol and cipher in Received:."),
+    _i("smtpd_tls_loglevel", "0", "Log TLS handshakes in smtpd (1: a line per session).", 0, 4),
     _i("smtpd_client_connection_count_limit", "50", "Connections one client may have at once."),
     _b("smtpd_client_port_logging", "no", "Log the client's port."),
     _s("smtpd_reject_footer", "", "Text after every reject reply."),
