@@ -26,7 +26,9 @@ Wake-ups: inotify on incoming/ and deferred/ (watch.py), the trigger socket
 a backstop, and a timer for incoming files whose time stamp is in the future (a
 message an agent of an earlier qmgr still held).  SIGHUP rebuilds the resolver,
 the cleanup library used for notices and the transport limits from the re-read
-main.cf (queue_directory and socket_directory are read at start only).  SIGTERM
+main.cf (queue_directory and socket_directory are read at start only); one that
+cannot be used (a table that does not open, a bad limit of a class transport)
+fails the reload and qmgr goes on with the old configuration.  SIGTERM
 ends qmgr at once: what is in active/ is recovered by the next start, and the
 agents finish what they were given, marking recipients done under their lock.
 
@@ -63,7 +65,7 @@ from sdmail.core.deliver_request import (
 from sdmail.core.dsn import Status
 from sdmail.core.log import log_traceback
 from sdmail.core.records import QueueName
-from sdmail.core.skeleton import CONFIGURATION_ERRORS, AsyncDaemonContext, ExitCode, Fatal
+from sdmail.core.skeleton import AsyncDaemonContext, ExitCode, Fatal
 from sdmail.core.spool import Spool, SpoolError, valid_queue_id
 from sdmail.core.trigger import FLUSH_DEAD, SCAN_ALL, SCAN_DEFERRED, SCAN_INCOMING, WAKEUP
 from sdmail.core.user_acl import exempt_uids
@@ -83,6 +85,12 @@ TRIGGER_SOCKET: Final = "qmgr"
 FEEDERS: Final = 4
 STATUS_INTERVAL: Final = 1.0
 CONFIG_TROUBLE = Status("4.3.5", "mail system configuration error")
+CLASS_TRANSPORTS: Final = (
+    "local_transport",
+    "virtual_transport",
+    "relay_transport",
+    "default_transport",
+)
 
 log = logging.getLogger("sdmail.qmgr")
 
@@ -112,6 +120,8 @@ class Setup:
         except ResolveError as exc:
             raise ConfigError(str(exc)) from None
         self.policies = TransportPolicies(cfg)
+        for name in CLASS_TRANSPORTS:  # a bad limit of a transport in use stops a start or reload
+            self.policies.policy(cfg.get(name).partition(":")[0])
         self.logs = StatusLogs(
             self.settings.queue_directory, self.settings.delay_logging_resolution_limit
         )
@@ -235,10 +245,8 @@ class Qmgr:
         return ExitCode.OK
 
     def _reload(self, cfg: Config) -> None:
-        try:
-            self.setup = Setup(cfg, self.spool)
-        except (*CONFIGURATION_ERRORS, SpoolError) as exc:
-            log.warning("%s; qmgr keeps the previous configuration", exc)
+        # A configuration error raised here fails the reload: the skeleton keeps the old one.
+        self.setup = Setup(cfg, self.spool)
         self._config_warned.clear()
 
     def _spawn(self, work: Coroutine[Any, Any, Any]) -> None:

@@ -48,7 +48,9 @@ def always_sent(address: str) -> tuple[str, str, str]:
 class FakeAgent:
     """The local delivery agent's side of the protocol, in threads of the test process."""
 
-    def __init__(self, mailsys, answer: Answer = always_sent, *, delay: float = 0.0) -> None:
+    def __init__(
+        self, mailsys, answer: Answer = always_sent, *, delay: float = 0.0, transport: str = "local"
+    ) -> None:
         self.mailsys = mailsys
         self.answer = answer
         self.delay = delay
@@ -58,7 +60,7 @@ class FakeAgent:
         self.requests: list[DeliveryRequest] = []
         self._lock = threading.Lock()  # one delivery per queue file at a time, as a real
         self._spool = Spool(mailsys.queue_dir)  # agent's re-check under its lock would give
-        path = mailsys.socket_path("local")
+        path = mailsys.socket_path(transport)
         path.unlink(missing_ok=True)
         self._listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self._listener.bind(str(path))
@@ -133,8 +135,10 @@ class FakeAgent:
 def agent_factory(mailsys):
     made: list[FakeAgent] = []
 
-    def make(answer: Answer = always_sent, *, delay: float = 0.0) -> FakeAgent:
-        agent = FakeAgent(mailsys, answer, delay=delay)
+    def make(
+        answer: Answer = always_sent, *, delay: float = 0.0, transport: str = "local"
+    ) -> FakeAgent:
+        agent = FakeAgent(mailsys, answer, delay=delay, transport=transport)
         made.append(agent)
         return agent
 
@@ -424,3 +428,40 @@ def test_the_active_queue_never_holds_more_than_its_limit(mailsys, agent_factory
     assert queue_is_empty(mailsys)
     assert {qid for qid, _ in agent.deliveries} == made
     assert most == 2
+
+
+def test_a_reload_changes_where_mail_goes(mailsys, agent_factory) -> None:
+    agent_factory()
+    mine = agent_factory(transport="mine")
+    qmgr = start_qmgr(mailsys)
+    time.sleep(0.5)
+    mailsys.write_main_cf("local_transport = mine:$myhostname\n")
+    qmgr.send_signal(signal.SIGHUP)
+    mailsys.wait_for(lambda: "reload -- configuration" in mailsys.log("qmgr"), "the reload")
+    queue_id = put(mailsys, f"ann@{HOST}")
+    kick(mailsys)
+    mailsys.wait_for(lambda: mine.deliveries[(queue_id, f"ann@{HOST}")] == 1, "the delivery")
+    assert [r.transport for r in mine.requests] == ["mine"]
+
+
+def test_a_reload_qmgr_cannot_use_keeps_the_old_configuration(mailsys, agent_factory) -> None:
+    agent = agent_factory()
+    qmgr = start_qmgr(mailsys)
+    time.sleep(0.5)
+    mailsys.write_main_cf("default_destination_concurrency_negative_feedback = lots\n")
+    qmgr.send_signal(signal.SIGHUP)
+    mailsys.wait_for(
+        lambda: "keeping the previous configuration" in mailsys.log("qmgr"), "the refusal"
+    )
+    assert "default_destination_concurrency_negative_feedback" in mailsys.log("qmgr")
+    queue_id = put(mailsys, f"ann@{HOST}")
+    kick(mailsys)
+    mailsys.wait_for(lambda: agent.deliveries[(queue_id, f"ann@{HOST}")] == 1, "the delivery")
+    assert qmgr.poll() is None
+
+
+def test_a_bad_limit_at_start_exits_with_ex_config(mailsys) -> None:
+    mailsys.write_main_cf("default_destination_concurrency_failed_cohort_limit = none\n")
+    qmgr = start_qmgr(mailsys)
+    assert qmgr.wait(20) == 78
+    assert "default_destination_concurrency_failed_cohort_limit" in mailsys.log("qmgr")
