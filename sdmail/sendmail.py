@@ -408,15 +408,9 @@ def command_line_recipients(args: Sequence[str]) -> list[str]:
 # --------------------------------------------------------------------------------------
 def message_content(data: bytes, *, dot_ends_input: bool, fix_line_endings: str) -> bytes:
     """The message as Postfix's sendmail stores it: leading `From `/`>From ` lines
-    dropped, CRs before LF removed per FIX_LINE_ENDINGS (always, strict: as the first
-    line does, never), and with DOT_ENDS_INPUT everything from a line `.` on dropped."""
-    first_line_end = data.find(b"\n")
-    if fix_line_endings == "always":
-        strip_cr = True
-    elif fix_line_endings == "strict":
-        strip_cr = first_line_end > 0 and data[first_line_end - 1 : first_line_end] == b"\r"
-    else:
-        strip_cr = False
+    dropped, CRs at line ends removed per FIX_LINE_ENDINGS (always; strict: as the first
+    line does; never), and with DOT_ENDS_INPUT everything from a line `.` on dropped."""
+    strip_cr = _strips_cr(data, fix_line_endings)
     if _needs_no_change(data, dot_ends_input, strip_cr):
         return data
     lines = data.split(b"\n")
@@ -425,33 +419,71 @@ def message_content(data: bytes, *, dot_ends_input: bool, fix_line_endings: str)
         lines.pop()
     kept: list[bytes] = []
     at_start = True
-    for number, raw in enumerate(lines):
-        terminated = number < len(lines) - 1 or last_terminated
-        if at_start and terminated and raw.lstrip(b">").startswith(b"From "):
+    for raw in lines:
+        if at_start and raw.lstrip(b">").startswith(b"From "):
             continue
         at_start = False
-        line = raw.rstrip(b"\r") if strip_cr and terminated else raw
-        if dot_ends_input and terminated and line == b".":
-            return b"\n".join(kept) + b"\n" if kept else b""
+        line = raw.rstrip(b"\r") if strip_cr else raw
+        if dot_ends_input and line == b".":
+            return b"".join(k + b"\n" for k in kept)
         kept.append(line)
     text = b"\n".join(kept)
     return text + b"\n" if kept and last_terminated else text
 
 
+def _strips_cr(data: bytes | bytearray, fix_line_endings: str) -> bool:
+    if fix_line_endings == "always":
+        return True
+    if fix_line_endings == "strict":
+        return data.split(b"\n", 1)[0].endswith(b"\r")
+    return False
+
+
 def _needs_no_change(data: bytes, dot_ends_input: bool, strip_cr: bool) -> bool:
     """The common case, decided without looking at every line."""
-    if strip_cr and b"\r\n" in data:
+    if strip_cr and (b"\r\n" in data or data.endswith(b"\r")):
         return False
-    if dot_ends_input and (data.startswith(b".\n") or b"\n.\n" in data):
+    if dot_ends_input and _END_OF_INPUT[strip_cr].search(data):
         return False
     return not data.lstrip(b">").startswith(b"From ")
 
 
-def read_stdin(stream: BinaryIO) -> bytes:
+# A line `.` (with CRs when they are stripped), ending the input without -i.
+_END_OF_INPUT = {
+    True: re.compile(rb"(?:^|\n)\.\r*(?:\n|\Z)"),
+    False: re.compile(rb"(?:^|\n)\.(?:\n|\Z)"),
+}
+_CHUNK = 1 << 16
+
+
+def read_message(stream: BinaryIO, *, dot_ends_input: bool, fix_line_endings: str) -> bytes:
+    """The message from STREAM (see message_content).  Without -i reading stops at the
+    line `.`, as a user at a terminal expects, and what follows it is never read."""
     try:
-        return stream.read()
+        data = _read_to_end_line(stream, fix_line_endings) if dot_ends_input else stream.read()
     except OSError as exc:
         fatal(os.EX_DATAERR, f"error reading input: {exc.strerror or exc}")
+    return message_content(data, dot_ends_input=dot_ends_input, fix_line_endings=fix_line_endings)
+
+
+def _read_to_end_line(stream: BinaryIO, fix_line_endings: str) -> bytes:
+    data = bytearray()
+    while True:
+        chunk = stream.read1(_CHUNK) if hasattr(stream, "read1") else stream.read(_CHUNK)
+        if not chunk:
+            return bytes(data)
+        # From the start of the last line read so far: it may be the `.` line.
+        searched_to = max(0, data.rfind(b"\n"))
+        data += chunk
+        if fix_line_endings == "strict" and b"\n" not in data:
+            continue  # the first line decides, and it is not complete yet
+        end_line = _END_OF_INPUT[_strips_cr(data, fix_line_endings)]
+        # Only a complete line counts here: a `.` at the end of a chunk may go on.
+        match = end_line.search(data, searched_to)
+        while match is not None and not match.group().endswith(b"\n"):
+            match = end_line.search(data, match.end())
+        if match is not None:
+            return bytes(data)
 
 
 # --------------------------------------------------------------------------------------
@@ -529,8 +561,8 @@ def enqueue(opts: Options, settings: SendmailSettings, stdin: BinaryIO) -> str:
             "Recipient addresses must be specified on the command line or via the -t option",
         )
     full_name = opts.full_name if opts.full_name is not None else os.environ.get("NAME") or None
-    content = message_content(
-        read_stdin(stdin),
+    content = read_message(
+        stdin,
         dot_ends_input=opts.dot_ends_input,
         fix_line_endings=settings.sendmail_fix_line_endings,
     )

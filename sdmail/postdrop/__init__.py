@@ -19,8 +19,11 @@ request, and then, as Postfix's postdrop does:
      extension (`recipient_delimiter`);
   4. validates the sender and recipients (internal form, core/address): a bad one
      is refused with 5.1.7 (sender) or 5.1.3 (recipient); a message without
-     recipients and without `extract_recipients` (sendmail -t) is refused 5.1.0;
-     content over `message_size_limit` is refused 552 5.3.4;
+     recipients is refused 5.1.0 with Postfix's sendmail texts (`Recipient
+     addresses must be specified on the command line or via the -t option`, or
+     with -t and no To:/Cc:/Bcc: address in the header `No recipient addresses
+     found in message header`); content over `message_size_limit` is refused
+     552 5.3.4;
   5. writes ONE file into `maildrop/` with core/spool (temporary name, fsync,
      rename, directory fsync) and only then answers `accepted(queue_id)`.  A full
      disk or any write error answers 451 4.3.0 and leaves nothing in maildrop/.

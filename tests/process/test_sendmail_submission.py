@@ -276,3 +276,23 @@ def test_200_back_to_back_calls_all_land_in_maildrop(postdrop: MailSystem) -> No
         assert result.returncode == 0, (n, result.stderr)
     contents = sorted(content for _, content in maildrop(postdrop))
     assert contents == sorted(f"Subject: {n}\n\n{n}\n".encode() for n in range(200))
+
+
+def test_a_dot_line_ends_input_while_stdin_stays_open(postdrop: MailSystem) -> None:
+    """As at a terminal: sendmail returns after the `.` line without waiting for EOF."""
+    process = subprocess.Popen(
+        [sys.executable, "-m", "sdmail.sendmail", "bob"],
+        stdin=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=postdrop.env,
+    )
+    assert process.stdin is not None
+    process.stdin.write(b"Subject: typed\n\nhello\n.\n")
+    process.stdin.flush()
+    try:
+        assert process.wait(timeout=30) == 0
+    finally:
+        process.stdin.close()
+        assert process.stderr is not None
+        process.stderr.close()
+    assert only_message(postdrop)[1] == b"Subject: typed\n\nhello\n"
