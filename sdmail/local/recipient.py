@@ -46,7 +46,7 @@ from typing import Final
 from sdmail.agent import ChildResult, Identity, Message, Outcome, run_as
 from sdmail.core.address import AddressError, quote_address, split_address, split_extension
 from sdmail.core.deliver_request import RequestRecipient
-from sdmail.core.dsn import PermFail, Status, TempFail
+from sdmail.core.dsn import DeliveryFailure, PermFail, Status, TempFail
 from sdmail.core.log import msg_warning
 from sdmail.core.mailstore import LockPolicy
 from sdmail.core.pipe_command import filter_value
@@ -279,20 +279,24 @@ class LocalDelivery:
             if (target.kind.value, target.text) in rcpt.seen:
                 continue
             rcpt.seen.add((target.kind.value, target.text))
-            if target.kind is TargetKind.ADDRESS:
-                # `\\user` names the user's own mailbox, past aliases and .forward.
-                direct = target.text.startswith("\\")
-                address = target.text.removeprefix("\\")
-                if self._names_recipient(rcpt, address, origin, alias_name):
-                    outcomes.extend(self._to_self(rcpt, origin, direct))
+            try:
+                if target.kind is TargetKind.ADDRESS:
+                    # `\\user` names the user's own mailbox, past aliases and .forward.
+                    direct = target.text.startswith("\\")
+                    address = target.text.removeprefix("\\")
+                    if self._names_recipient(rcpt, address, origin, alias_name):
+                        outcomes.extend(self._to_self(rcpt, origin, direct))
+                    else:
+                        addresses.append(address)
+                elif target.kind is TargetKind.INCLUDE:
+                    outcomes.extend(self._include(rcpt, target.text, origin, identity, level))
+                elif target.kind is TargetKind.COMMAND:
+                    outcomes.append(self._command(rcpt, target.text, origin, identity))
                 else:
-                    addresses.append(address)
-            elif target.kind is TargetKind.INCLUDE:
-                outcomes.extend(self._include(rcpt, target.text, origin, identity, level))
-            elif target.kind is TargetKind.COMMAND:
-                outcomes.append(self._command(rcpt, target.text, origin, identity))
-            else:
-                outcomes.append(self._file(rcpt, target.text, origin, identity))
+                    outcomes.append(self._file(rcpt, target.text, origin, identity))
+            except DeliveryFailure as exc:
+                # One target's failure; what the others did must still be logged.
+                outcomes.append(Outcome(exc.status))
         if addresses:
             outcomes.append(self._forward(rcpt, addresses))
         return outcomes

@@ -598,3 +598,15 @@ def test_unknown_lock_style_stops_the_start_with_exit_78(mailsys):
     process = start_local(mailsys, "mailbox_delivery_lock = posix\n")
     assert process.wait(30) == 78
     assert "unknown mailbox lock style: posix" in mailsys.log("local")
+
+
+def test_one_failing_target_leaves_the_others_delivered_and_logged(mailsys):
+    directory = scratch(mailsys)
+    build_aliases(mailsys, f"ghost: ghost, {directory}/ghost.mbox\n")
+    start_local(mailsys)
+    queue_id, results = deliver(mailsys, f"ghost@{HOST}")
+    assert results == [("bounced", "5.1.1", 'unknown user: "ghost"')]
+    assert (directory / "ghost.mbox").exists()
+    lines = log_lines(mailsys, queue_id)
+    assert any(line.endswith('status=bounced (unknown user: "ghost")') for line in lines)
+    assert any(f"status=sent (delivered to file: {directory}/ghost.mbox)" in line for line in lines)
