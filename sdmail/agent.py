@@ -210,6 +210,8 @@ def _open_locked(request: DeliveryRequest, spool: Spool) -> QueueFileHandle:
     handle = spool.open(request.queue_name, request.queue_id, writable=True)
     try:
         lock_shared(handle)
+        if not spool.still_there(handle):
+            raise SpoolError("removed or moved (postsuper?) before it could be locked")
     except BaseException:
         handle.close()
         raise

@@ -522,6 +522,24 @@ class Spool:
 
     # -- using --
 
+    def still_there(self, handle: QueueFileHandle) -> bool:
+        """Whether HANDLE's file is still its queue file: not removed, not moved away.
+
+        A delivery agent asks this once it holds its lock, because postsuper may have
+        deleted or held the message between the agent's open and its lock.
+        """
+        try:
+            opened = os.fstat(handle.fd)
+            named = os.stat(
+                handle.queue_id, dir_fd=self._dir_fd(handle.queue), follow_symlinks=False
+            )
+        except OSError:
+            return False
+        return opened.st_nlink > 0 and (named.st_dev, named.st_ino) == (
+            opened.st_dev,
+            opened.st_ino,
+        )
+
     def open(
         self, queue: QueueName | str, queue_id: str, *, writable: bool = False
     ) -> QueueFileHandle:

@@ -588,3 +588,14 @@ def test_content_maker_that_raises_leaves_nothing(spool: Spool) -> None:
     with pytest.raises(ValueError, match="too big"):
         spool.create(QueueName.INCOMING, ENVELOPE, refuse)
     assert names_in(spool, "incoming") == []
+
+
+def test_still_there_tells_a_removed_or_moved_file_from_its_queue_file(spool: Spool) -> None:
+    created = spool.create(QueueName.ACTIVE, ENVELOPE, CONTENT)
+    with spool.open(QueueName.ACTIVE, created.queue_id) as handle:
+        assert spool.still_there(handle)
+        spool.move(created.queue_id, QueueName.ACTIVE, QueueName.HOLD)
+        assert not spool.still_there(handle)
+    with spool.open(QueueName.HOLD, created.queue_id) as handle:
+        spool.remove(QueueName.HOLD, created.queue_id)
+        assert not spool.still_there(handle)
