@@ -22,11 +22,9 @@ mailbox could not be opened or locked or the command could not be run, with
 from __future__ import annotations
 
 import argparse
-import contextlib
-import os
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sdmail.core import mailstore
@@ -62,23 +60,6 @@ def lock_policy(settings: PostlockSettings, styles: str | None) -> mailstore.Loc
         raise Fatal(str(exc), ExitCode.TEMPFAIL) from None
 
 
-@contextlib.contextmanager
-def mailbox_locked(path: str, policy: mailstore.LockPolicy) -> Iterator[int]:
-    """PATH open and locked as core/mailstore.append_mbox locks it, for the time of the block.
-
-    These are mailstore's own lock steps (never a copy); mailstore has no public name for
-    "lock without appending" yet, see sdmail/postlock.py's history.
-    """
-    dotlock = mailstore._dotlock(path, policy) if policy.dotlock else contextlib.nullcontext()
-    with dotlock:
-        fd = mailstore._open_mailbox(path)
-        try:
-            mailstore._kernel_locks(fd, path, policy)
-            yield fd
-        finally:
-            os.close(fd)  # releases the kernel locks
-
-
 def run_command(command: Sequence[str]) -> int:
     """Run COMMAND and return its exit status (SIGNALLED when a signal ended it)."""
     try:
@@ -94,7 +75,7 @@ def postlock(ctx: ToolContext[PostlockSettings]) -> int:
         raise UsageError(f"a command to run is required; usage: {USAGE}")
     policy = lock_policy(ctx.settings, options.lock_style)
     try:
-        with mailbox_locked(options.file, policy):
+        with mailstore.locked_mbox(options.file, policy):
             return run_command(options.command)
     except mailstore.MailstoreError as exc:
         raise Fatal(exc.message, ExitCode.TEMPFAIL) from None
