@@ -12,8 +12,12 @@ It exits after `max_idle` seconds without a client, or after `max_use` connectio
 as no session is left; it never stops accepting while it runs. Without LISTEN_FDS it
 listens where `-l [NAME=]HOST:PORT` says (tests, running by hand).
 
+STARTTLS (tls.py) is offered with smtpd_tls_security_level = may or encrypt when the
+certificate and key load; encrypt refuses MAIL and VRFY before it.
+
 ROOMS: `session.py` (the dialogue, one method per verb returning a Reply), `checks.py`
-(restrictions and recipient validation), `replies.py` (every reply text),
+(restrictions and recipient validation), `replies.py` (every reply text), `tls.py`
+(a listener's TLS context and level),
 `listeners.py` (per-listener configuration: `-o LISTENER/name=value`), `server.py` (the
 aiosmtpd subclass and every override of aiosmtpd's internals, in one place).
 
@@ -39,7 +43,7 @@ the middle of a message (nothing queued), thousands of recipients, many connecti
 Each gets Postfix's reply with an enhanced status code; an error in one session never
 ends the process.
 
-NOT YET (the next step plugs in where named): STARTTLS (`Session.starttls`, aiosmtpd's
-transport switch), AUTH with Dovecot or a table (`Session.auth`; `permit_sasl_authenticated`
-already asks `Facts.sasl_username`), reject_rbl_client (skipped with a warning), ETRN.
+NOT YET (the next step plugs in where named): AUTH with Dovecot or a table
+(`Session.auth`; `permit_sasl_authenticated` already asks `Facts.sasl_username`),
+reject_rbl_client (skipped with a warning), ETRN.
 """

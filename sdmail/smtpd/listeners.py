@@ -36,6 +36,7 @@ from sdmail.core.skeleton import UsageError
 from sdmail.core.spool import Spool
 from sdmail.smtpd.checks import Checks, MailDomains
 from sdmail.smtpd.session import SessionSettings
+from sdmail.smtpd.tls import ServerTls, server_tls
 
 _LISTENER_NAME = re.compile(r"[A-Za-z0-9_.-]+\Z")
 
@@ -81,6 +82,7 @@ class Service:
     settings: SessionSettings
     checks: Checks
     cleanup: Cleanup
+    tls: ServerTls
 
 
 def build_service(
@@ -93,4 +95,4 @@ def build_service(
         spools[queue_directory] = Spool(queue_directory)
     checks = Checks(cfg, domains=domains)
     cleanup = Cleanup(cfg, spools[queue_directory])
-    return Service(listener, cfg, settings, checks, cleanup)
+    return Service(listener, cfg, settings, checks, cleanup, server_tls(cfg))

@@ -122,6 +122,12 @@ UNICODE_ADDRESS = reply(553, "5.6.7 Must declare SMTPUTF8 to send unicode addres
 SMTPUTF8_DISABLED = reply(501, "5.5.4 SMTPUTF8 is not enabled")
 LOOKUP_FAILURE_TEXT = "Temporary lookup failure"
 CONFIGURATION_ERROR = reply(451, "4.3.5 Server configuration error")
+READY_TO_START_TLS = reply(220, "2.0.0 Ready to start TLS")
+STARTTLS_SYNTAX = reply(501, "5.5.4 Syntax: STARTTLS")
+TLS_ALREADY_ACTIVE = reply(554, "5.5.1 Error: TLS already active")
+TLS_UNAVAILABLE = reply(454, "4.7.0 TLS not available due to local problem")
+STARTTLS_FIRST = reply(530, "5.7.0 Must issue a STARTTLS command first")
+MAIL_IN_PROGRESS = reply(503, "5.5.1 Error: MAIL transaction in progress")
 
 
 def unsupported_option(name: str) -> Reply:

@@ -2,8 +2,8 @@
 
 DESIGN.md asks that whatever replaces a part of aiosmtpd lives in one module: this one.
 `SmtpdProtocol` subclasses `aiosmtpd.smtp.SMTP` for what it does well (the asyncio
-protocol and stream plumbing, connection bookkeeping, and, in the next step, the STARTTLS
-transport switch whose CVE-2024-34083 fix drops what a client pipelined after STARTTLS)
+protocol and stream plumbing, connection bookkeeping, and the end of the STARTTLS
+transport switch, whose CVE-2024-34083 fix drops what a client pipelined after STARTTLS)
 and replaces its command loop, because aiosmtpd's loop cannot give Postfix's behaviour:
 it sends no enhanced status codes, upper-cases MAIL/RCPT parameters (DSN's ENVID and
 ORCPT are case-sensitive), answers unknown parameters with 555 before any hook, has no
@@ -28,7 +28,13 @@ The overrides, each with why:
   away. BDAT chunks are read by count (`readexactly` in pieces), never as lines.
 - `eof_received`: aiosmtpd cancels the session at once; here the reader gets its EOF and
   the loop first answers every command already received (a client that sends `QUIT` and
-  half-closes gets its `221`).
+  half-closes gets its `221`). Over TLS a half-close cannot be kept open.
+- STARTTLS (`_start_tls`): the body of aiosmtpd's `smtp_STARTTLS`, whose reply has no
+  enhanced status code: `220 2.0.0 Ready to start TLS`, the plaintext read buffer dropped,
+  the transport handed to an SSLProtocol whose handshake is timed by smtpd_timeout.
+  aiosmtpd's `connection_made` (not overridden) finishes the switch once the handshake is
+  done and drops the buffer again (its CVE-2024-34083 fix). A handshake that fails is
+  logged (`SSL_accept error from NAME[ADDR]: reason`) and ends that session only.
 - aiosmtpd's own session timer is given a duration no session reaches: each read is timed
   here instead.
 
@@ -48,6 +54,7 @@ import contextlib
 import logging
 import socket
 import time
+from asyncio import sslproto
 from collections import Counter
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -62,6 +69,7 @@ from sdmail.smtpd import replies
 from sdmail.smtpd.listeners import Service
 from sdmail.smtpd.replies import Reply
 from sdmail.smtpd.session import ChunkExpected, Client, Session
+from sdmail.smtpd.tls import TlsInfo
 
 log = logging.getLogger("sdmail.smtpd")
 
@@ -157,7 +165,9 @@ class SmtpdProtocol(SMTP):
     # -- aiosmtpd overrides ----------------------------------------------------------------
     def eof_received(self) -> bool | None:
         # aiosmtpd cancels the session here; buffered commands must still be answered.
-        return bool(asyncio.StreamReaderProtocol.eof_received(self))
+        keep_open = bool(asyncio.StreamReaderProtocol.eof_received(self))
+        # Over TLS a half-close cannot be kept (asyncio's SSL transport warns if asked to).
+        return keep_open and self._tls_protocol is None
 
     async def _handle_client(self) -> None:
         peer = self.session.peer if self.session is not None else None
@@ -238,6 +248,9 @@ class SmtpdProtocol(SMTP):
             outcome = await self.server.in_thread(session.command, line)
             if isinstance(outcome, ChunkExpected):
                 outcome = await self._receive_chunk(session, outcome)
+            if outcome is replies.READY_TO_START_TLS:
+                await self._start_tls(session, outcome)
+                continue
             await self._send(session, outcome)
             if outcome is replies.START_DATA:
                 await self._send(session, await self._receive_message(session))
@@ -280,6 +293,47 @@ class SmtpdProtocol(SMTP):
             return False
         await self._send(session, replies.SYNCHRONIZATION)
         return True
+
+    # -- STARTTLS --------------------------------------------------------------------------
+    async def _start_tls(self, session: Session, ready: Reply) -> None:
+        """Send READY (220), then switch the connection to TLS as aiosmtpd's smtp_STARTTLS does.
+
+        aiosmtpd's own smtp_STARTTLS cannot be called: its 220 has no enhanced status code.
+        What the client sent after STARTTLS is plaintext that must never run as a command once
+        TLS is up (CVE-2024-34083). It is dropped here, with no await between the drop and the
+        switch, and aiosmtpd's connection_made() (which the SSL protocol calls once the
+        handshake is done, and which this class does not override) drops the buffer again.
+        """
+        context = self.service.tls.context
+        assert context is not None  # Session.starttls offers READY only with a context
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            raise _Lost
+        self._writer.write(ready.wire())
+        self._reader._buffer.clear()  # type: ignore[attr-defined]
+        loop = asyncio.get_running_loop()
+        handshake: asyncio.Future[None] = loop.create_future()
+        tls_protocol = sslproto.SSLProtocol(
+            loop,
+            self,
+            context,
+            handshake,
+            server_side=True,
+            ssl_handshake_timeout=self.service.settings.smtpd_timeout,
+        )
+        self._original_transport = transport
+        transport.set_protocol(tls_protocol)
+        self._tls_protocol = tls_protocol
+        self.transport = tls_protocol._app_transport
+        tls_protocol.connection_made(transport)
+        try:
+            await handshake
+        except (OSError, EOFError) as exc:
+            log.info("SSL_accept error from %s: %s", session.namaddr, _tls_error_text(exc))
+            raise _Lost from None
+        secured: asyncio.BaseTransport | None = self.transport
+        ssl_object = secured.get_extra_info("ssl_object") if secured is not None else None
+        session.tls_started(TlsInfo.of(ssl_object))
 
     # -- reading ---------------------------------------------------------------------------
     async def _timed(self, read: Any) -> bytes:
@@ -377,6 +431,14 @@ class SmtpdProtocol(SMTP):
 
 class _NoHooks:
     """aiosmtpd wants a handler object; every decision is the Session's."""
+
+
+def _tls_error_text(exc: BaseException) -> str:
+    """A failed handshake as one log line's tail: OpenSSL's reason, else the error's text."""
+    reason = getattr(exc, "reason", None)
+    if isinstance(reason, str) and reason:
+        return reason.lower().replace("_", " ")
+    return str(exc) or type(exc).__name__
 
 
 def _peer_address(peer: object) -> tuple[str, int | None]:

@@ -46,6 +46,7 @@ from sdmail.core.trigger import WAKEUP, trigger
 from sdmail.smtpd import replies
 from sdmail.smtpd.checks import Action, Facts, Verdict
 from sdmail.smtpd.replies import Reply, reply
+from sdmail.smtpd.tls import TlsInfo, TlsLevel
 
 if TYPE_CHECKING:
     from sdmail.smtpd.listeners import Service
@@ -168,12 +169,21 @@ class Session:
         self.bare_lf = False
         self.connect_refusal: Reply | None = None
         self.improper_pipelining = False
+        self.tls: TlsInfo | None = None
         self._pending: ChunkExpected | None = None
 
     # -- helpers -------------------------------------------------------------------------
     @property
     def protocol(self) -> str:
+        """SMTP or ESMTP, as reject log lines show it (`proto=ESMTP`)."""
         return "ESMTP" if self.esmtp else "SMTP"
+
+    @property
+    def received_protocol(self) -> str:
+        """The `with` of Received: ESMTP plus RFC 3848's S (TLS) and A (AUTH) suffixes."""
+        if not self.esmtp:
+            return self.protocol
+        return self.protocol + ("S" if self.tls else "")
 
     @property
     def namaddr(self) -> str:
@@ -276,8 +286,8 @@ class Session:
         if isinstance(outcome, ChunkExpected):
             return  # counted when the chunk is answered
         self.stats[stat] += 1
-        if outcome is replies.START_DATA:
-            return  # a success only once the message is queued (end_of_data)
+        if outcome is replies.START_DATA or outcome is replies.READY_TO_START_TLS:
+            return  # a success only once the message is queued / the handshake is done
         if not outcome.is_error:
             self.ok_stats[stat] += 1
         elif (
@@ -319,6 +329,7 @@ class Session:
             ("PIPELINING", "PIPELINING"),
             ("SIZE", size),
             ("VRFY", None if s.disable_vrfy_command else "VRFY"),
+            ("STARTTLS", "STARTTLS" if self.service.tls.offered and not self.tls else None),
             ("ENHANCEDSTATUSCODES", "ENHANCEDSTATUSCODES"),
             ("8BITMIME", "8BITMIME"),
             ("DSN", "DSN"),
@@ -333,6 +344,8 @@ class Session:
             return replies.SEND_HELO_FIRST
         if self.transaction is not None:
             return replies.NESTED_MAIL
+        if self.service.tls.required and self.tls is None:
+            return replies.STARTTLS_FIRST
         if self.connect_refusal is not None:
             return self.connect_refusal
         split = _split_path_argument(argument, "FROM:")
@@ -558,6 +571,8 @@ class Session:
             return replies.VRFY_DISABLED
         if not argument:
             return replies.VRFY_SYNTAX
+        if self.service.tls.required and self.tls is None:
+            return replies.STARTTLS_FIRST
         if self.connect_refusal is not None:
             return self.connect_refusal
         try:
@@ -575,7 +590,32 @@ class Session:
         return reply(214, "2.0.0 Commands: " + " ".join(names))
 
     def starttls(self, argument: str) -> Reply:
-        return replies.NOT_IMPLEMENTED  # the TLS step plugs in here
+        """READY_TO_START_TLS, after which the server does the handshake, or a refusal."""
+        tls = self.service.tls
+        if self.tls is not None:
+            return replies.TLS_ALREADY_ACTIVE
+        if argument:
+            return replies.STARTTLS_SYNTAX
+        if tls.level is TlsLevel.NONE or not self.offers("STARTTLS"):
+            return replies.NOT_IMPLEMENTED
+        if tls.context is None:
+            return replies.TLS_UNAVAILABLE
+        if self.transaction is not None:
+            return replies.MAIL_IN_PROGRESS
+        return replies.READY_TO_START_TLS
+
+    def tls_started(self, info: TlsInfo) -> None:
+        """The handshake after STARTTLS is done: forget what the client said before (RFC 3207)."""
+        self.tls = info
+        self.ok_stats["starttls"] += 1
+        self.helo_name = None
+        self.esmtp = False
+        self.pipelining = False
+        self.transaction = None
+        if self.service.tls.loglevel >= 1:
+            log.info(
+                "Anonymous TLS connection established from %s: %s", self.namaddr, info.summary()
+            )
 
     def auth(self, argument: str) -> Reply:
         return reply(503, "5.5.1 Error: authentication not enabled")  # the AUTH step
@@ -599,7 +639,7 @@ class Session:
                 log_client_address=self.client.address,
                 log_client_port=self.client.port,
                 log_helo_name=self.helo_name,
-                log_protocol_name=self.protocol,
+                log_protocol_name=self.received_protocol,
             ),
             ret=transaction.ret,
             envid=transaction.envid,
