@@ -19,6 +19,7 @@ from sdmail.core import qfile
 from sdmail.core.ipc import PROTOCOL_VERSION, encode_frame
 from sdmail.core.mail_stream import SubmitError, SubmitRecipient, SubmitRequest, submit
 from sdmail.core.records import Notify
+from sdmail.core.spool import valid_queue_id
 
 HOST = "mail.example.test"
 
@@ -31,6 +32,8 @@ def forward(*recipients: str, sender: str = "alice@example.org", **fields) -> Su
 def incoming(mailsys) -> dict[str, tuple[qfile.QueueFile, bytes]]:
     out = {}
     for name in os.listdir(mailsys.queue_dir / "incoming"):
+        if not valid_queue_id(name):
+            continue  # cleanup at work
         data = (mailsys.queue_dir / "incoming" / name).read_bytes()
         parsed = qfile.decode(data)
         out[name] = (parsed, parsed.content_from(data))

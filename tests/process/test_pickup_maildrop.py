@@ -19,7 +19,7 @@ import pytest
 
 from sdmail.core import qfile
 from sdmail.core.records import Envelope, QueueName, Recipient
-from sdmail.core.spool import Spool
+from sdmail.core.spool import Spool, valid_queue_id
 
 HOST = "mail.example.test"
 
@@ -47,7 +47,7 @@ def drop(
 
 def queued(mailsys, queue: str = "incoming") -> list[tuple[str, qfile.QueueFile, bytes]]:
     out = []
-    for name in sorted(os.listdir(mailsys.queue_dir / queue)):
+    for name in names(mailsys, queue):
         data = (mailsys.queue_dir / queue / name).read_bytes()
         parsed = qfile.decode(data)
         out.append((name, parsed, parsed.content_from(data)))
@@ -55,7 +55,8 @@ def queued(mailsys, queue: str = "incoming") -> list[tuple[str, qfile.QueueFile,
 
 
 def names(mailsys, queue: str) -> list[str]:
-    return sorted(os.listdir(mailsys.queue_dir / queue))
+    """The queue IDs in QUEUE: not the temporary files of a writer at work."""
+    return sorted(n for n in os.listdir(mailsys.queue_dir / queue) if valid_queue_id(n))
 
 
 def start_pickup(mailsys, *args: str) -> subprocess.Popen[bytes]:
@@ -99,9 +100,11 @@ def test_a_maildrop_file_is_queued_cleaned_and_qmgr_is_woken(mailsys):
     qmgr = FakeQmgr(mailsys.socket_path("qmgr"))
     old_id = drop(mailsys, "bob", uid=1234, content=b"Subject: hello\n\nhi there\n")
     process = start_pickup(mailsys)
-    mailsys.wait_for(lambda: names(mailsys, "incoming"), "the message in incoming/")
+    mailsys.wait_for(
+        lambda: names(mailsys, "incoming") and not names(mailsys, "maildrop"),
+        "the message moved from maildrop/ to incoming/",
+    )
     [(new_id, parsed, content)] = queued(mailsys)
-    assert names(mailsys, "maildrop") == []
     assert parsed.envelope.sender == f"joe@{HOST}"
     assert [r.address for r in parsed.envelope.recipients] == [f"bob@{HOST}"]
     assert content.startswith(
@@ -220,7 +223,11 @@ def test_two_hundred_files_dropped_while_pickup_runs_all_get_through_once(mailsy
     writer.start()
     starts = 1 + run_like_the_path_unit(
         mailsys,
-        lambda: len(names(mailsys, "incoming")) == count and not writer.is_alive(),
+        lambda: (
+            not writer.is_alive()
+            and len(names(mailsys, "incoming")) == count
+            and not names(mailsys, "maildrop")
+        ),
         first,
     )
     writer.join()
