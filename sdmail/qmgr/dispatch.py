@@ -54,7 +54,7 @@ async def deliver(
     try:
         reader, writer = await asyncio.open_unix_connection(str(path), limit=MAX_HEADER + 1)
     except OSError as exc:
-        raise TransportUnavailable(f"connect to {path}: {exc.strerror or exc}") from None
+        raise TransportUnavailable(f"connect to transport {path}: {exc.strerror or exc}") from None
     try:
         await write_frame(writer, request.to_header())
         frame = await asyncio.wait_for(read_frame(reader), timeout)
