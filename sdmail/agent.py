@@ -39,6 +39,7 @@ cannot drop privileges, gives a 4.3.0 status; OSError when it cannot fork.
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import logging
 import os
 import pwd
@@ -212,10 +213,26 @@ def _open_locked(request: DeliveryRequest, spool: Spool) -> QueueFileHandle:
         lock_shared(handle)
         if not spool.still_there(handle):
             raise SpoolError("removed or moved (postsuper?) before it could be locked")
+        lock_recipient_records(handle.fd, [r.offset for r in request.recipients])
     except BaseException:
         handle.close()
         raise
     return handle
+
+
+def lock_recipient_records(fd: int, offsets: list[int]) -> None:
+    """Hold each requested recipient's record, waiting for another agent that holds it.
+
+    Agents share the file lock (qmgr's exclusive one only tells it an agent works on
+    the file), so two agents may get the same recipient: a request from a qmgr that was
+    killed, and the same recipient dispatched again by its successor.  A POSIX record
+    lock on the recipient's type byte makes the second wait until the first has marked
+    it done, and the done marks are read only after this, so it is delivered once.  The
+    locks go with the process's descriptor when the request ends; offsets are taken in
+    order, so two agents never wait on each other.
+    """
+    for offset in sorted(set(offsets)):
+        fcntl.lockf(fd, fcntl.LOCK_EX, 1, offset, os.SEEK_SET)
 
 
 def _checked_recipients(

@@ -25,6 +25,7 @@ from sdmail.agent import (
     Identity,
     Message,
     Outcome,
+    handle_request,
     run_as,
     serve_connection,
 )
@@ -381,3 +382,31 @@ def test_agent_without_its_socket_exits_78(tmp_path: Path) -> None:
     )
     assert done.returncode == 78
     assert b"no listening socket named 'local'" in done.stderr
+
+
+def test_two_agents_given_the_same_recipient_deliver_it_once(spool: Spool, tmp_path: Path) -> None:
+    """A request of a killed qmgr and its successor's request for the same recipients,
+    handled at once by two agent processes: each recipient is delivered exactly once."""
+    request = queue_message(spool, "a@example.org", "b@example.org")
+    ledger = tmp_path / "ledger"
+    settings = AgentSettings(**{**SETTINGS.__dict__, "queue_directory": str(spool.path)})
+
+    def deliver(message: Message, recipient: RequestRecipient) -> Outcome:
+        with open(ledger, "a") as handle:
+            handle.write(recipient.address + "\n")
+        time.sleep(0.3)
+        return Outcome(Status("2.0.0", "delivered"))
+
+    children = []
+    for _ in range(2):
+        pid = os.fork()
+        if pid == 0:  # an agent worker, as the agent forks one per connection
+            try:
+                handle_request(request, Agent("test", deliver), settings, spool)
+            finally:
+                os._exit(0)
+        children.append(pid)
+    for pid in children:
+        os.waitpid(pid, 0)
+    assert sorted(ledger.read_text().split()) == ["a@example.org", "b@example.org"]
+    assert done_marks(spool, request.queue_id) == {"a@example.org": True, "b@example.org": True}
