@@ -103,8 +103,9 @@ class Box:
         packages = self.root / "var/tmp/sdbox-pkgs"
         packages.mkdir(parents=True, exist_ok=True)
         shutil.copy(deb, packages)
-        deps = Path("/var/tmp/sdbox-debs")
-        deps.mkdir(exist_ok=True)
+        # A fresh folder each time: what the host lacks now, nothing older from a cache.
+        deps = self.dir / "debs"
+        (deps / "partial").mkdir(parents=True, exist_ok=True)
         fetch = [
             "apt-get",
             "install",
