@@ -230,6 +230,7 @@ PARAMS: Mapping[str, Param] = _registry(
     _l("virtual_gid_maps", "", "The group of each virtual mailbox."),
     _z("virtual_mailbox_limit", "51200000", "Maximal size of a virtual mailbox (0: none)."),
     _i("virtual_minimum_uid", "100", "The lowest uid virtual delivery may use.", 1),
+    _l("virtual_mailbox_lock", "fcntl, dotlock", "How virtual mbox mailboxes are locked."),
     _l("defer_transports", "", "Transports delivered only on a flush."),
     _s("error_notice_recipient", "postmaster", "Who gets notices about mail system errors."),
     # --- cleanup --------------------------------------------------------------------------
