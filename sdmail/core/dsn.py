@@ -18,6 +18,7 @@ Failure modes:
 - `decode_status(record)` raises `DsnError` naming what is wrong with the record: unknown
   version, missing fields, a bad code, a bad escape, a raw control character.
 - `is_valid_dsn(text)` never raises.
+- `split_dsn(text, default)` raises `DsnError` only when DEFAULT is not a valid code.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ RECORD_VERSION: Final = 1
 # One to three digits without a leading zero, so 0..999 ("0" itself is allowed).
 _SUBCODE = r"(?:0|[1-9][0-9]{0,2})"
 _DSN_SHAPE: Final = re.compile(rf"[245]\.{_SUBCODE}\.{_SUBCODE}")
+_LEADING_DSN: Final = re.compile(rf"([245]\.{_SUBCODE}\.{_SUBCODE})(?=\s|$)")
 
 # What the record writes as an escape instead of the character itself: the escape
 # character, line breaks and every other control character, and lone surrogates (which
@@ -79,6 +81,18 @@ class Status:
 
     def __str__(self) -> str:
         return f"{self.dsn} {self.text}"
+
+
+def split_dsn(text: str, default: str) -> Status:
+    """TEXT as a Status, the way Postfix's dsn_split reads a reason such as the next hop of
+    `error:5.1.1 User unknown`: a leading enhanced status code followed by white space (or
+    nothing) is the code and the rest the text; otherwise DEFAULT is the code and TEXT, white
+    space removed, the text."""
+    stripped = text.strip()
+    match = _LEADING_DSN.match(stripped)
+    if match is not None:
+        return Status(match.group(1), stripped[match.end() :].lstrip())
+    return Status(default, stripped)
 
 
 class DeliveryFailure(Exception):
