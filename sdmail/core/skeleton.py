@@ -407,6 +407,9 @@ class PlainDaemonContext(DaemonContext[S]):
         keeping systemd's watchdog fed. True when the daemon should stop."""
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
+            # Emptied before acting: a signal that comes later writes to it again, and a
+            # caller selecting on wakeup_fd does not see it readable for one already handled.
+            self._drain_wakeup()
             self._act_on_signals()
             if self.stopping:
                 return True
@@ -416,9 +419,7 @@ class PlainDaemonContext(DaemonContext[S]):
             watchdog = self._watchdog_due()
             if watchdog is not None:
                 remaining = watchdog if remaining is None else min(remaining, watchdog)
-            readable, _, _ = select.select([self._wakeup_read], [], [], remaining)
-            if readable:
-                self._drain_wakeup()
+            select.select([self._wakeup_read], [], [], remaining)
 
     def _drain_wakeup(self) -> None:
         with contextlib.suppress(BlockingIOError):

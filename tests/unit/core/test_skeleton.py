@@ -69,6 +69,17 @@ DEMO = textwrap.dedent(
 
     def serve(ctx):
         start(ctx)
+        if MODE == "select":
+            import select
+            wakeups = 0
+            while True:
+                readable, _, _ = select.select([ctx.wakeup_fd], [], [], 0.2)
+                wakeups += bool(readable)
+                if ctx.wait(0):
+                    break
+            log.info("wakeups: %d", wakeups)
+            finish(ctx)
+            return 0
         if MODE == "idle":
             while not ctx.wait(ctx.lifetime.seconds_until_idle_exit()):
                 if ctx.lifetime.should_exit():
@@ -328,6 +339,23 @@ def test_reload_hook_that_refuses_keeps_the_old_configuration_and_digest(demo):
     demo.signal(signal.SIGTERM)
     demo.journal.wait_for("^stopping: message_size_limit=1000$")
     assert demo.wait() == 0
+
+
+def test_selecting_on_the_wakeup_fd_does_not_spin_after_a_signal(demo):
+    """A daemon that selects on ctx.wakeup_fd and calls wait(0) sees one wake-up per
+    signal, not a pipe that stays readable for ever."""
+    if demo.shape == "async":
+        pytest.skip("wakeup_fd is the plain runner's; the asyncio one has no such fd")
+    demo.main_cf.write_text("message_size_limit = 1000\n")
+    demo.start(mode="select")
+    demo.notify.wait_for("READY=1")
+    demo.signal(signal.SIGHUP)
+    demo.journal.wait_for("^reload -- configuration")
+    time.sleep(1)
+    demo.signal(signal.SIGTERM)
+    wakeups = int(demo.journal.wait_for("^wakeups: ")["MESSAGE"].split()[1])
+    assert demo.wait() == 0
+    assert wakeups <= 3, wakeups
 
 
 def test_overrides_win_over_main_cf_and_survive_a_reload(demo):
