@@ -13,11 +13,16 @@ as no session is left; it never stops accepting while it runs. Without LISTEN_FD
 listens where `-l [NAME=]HOST:PORT` says (tests, running by hand).
 
 STARTTLS (tls.py) is offered with smtpd_tls_security_level = may or encrypt when the
-certificate and key load; encrypt refuses MAIL and VRFY before it.
+certificate and key load; encrypt refuses MAIL and VRFY before it. AUTH PLAIN and LOGIN
+(sasl.py) are offered with smtpd_sasl_auth_enable = yes (after STARTTLS with
+smtpd_tls_auth_only or encrypt) and checked by Dovecot's auth socket or a table of hashes
+(passwords.py); a logged-in client passes permit_sasl_authenticated and meets
+smtpd_sender_login_maps.
 
 ROOMS: `session.py` (the dialogue, one method per verb returning a Reply), `checks.py`
 (restrictions and recipient validation), `replies.py` (every reply text), `tls.py`
-(a listener's TLS context and level),
+(a listener's TLS context and level), `sasl.py` (AUTH exchanges and backends), `passwords.py`
+(SHA-crypt hashes),
 `listeners.py` (per-listener configuration: `-o LISTENER/name=value`), `server.py` (the
 aiosmtpd subclass and every override of aiosmtpd's internals, in one place).
 
@@ -25,7 +30,7 @@ OWNS the SMTP conversation and its decisions: who may relay, which recipients ex
 the limits of a session. It writes no file itself: the queue file is cleanup's (in
 `incoming/`, through core/spool), the log lines go to the journal.
 
-MUST NOT: relay for a client that is not trusted (mynetworks, later SASL) to a
+MUST NOT: relay for a client that is not trusted (mynetworks, SASL) to a
 destination that is not ours; acknowledge a message before its queue file is durable;
 queue anything of a message whose client vanished or that broke a limit; import another
 component than the libraries it runs in-process (cleanup, trivial-rewrite).
@@ -43,7 +48,7 @@ the middle of a message (nothing queued), thousands of recipients, many connecti
 Each gets Postfix's reply with an enhanced status code; an error in one session never
 ends the process.
 
-NOT YET (the next step plugs in where named): AUTH with Dovecot or a table
-(`Session.auth`; `permit_sasl_authenticated` already asks `Facts.sasl_username`),
-reject_rbl_client (skipped with a warning), ETRN.
+NOT YET: reject_rbl_client (skipped with a warning), ETRN, the Received: comment lines of
+smtpd_tls_received_header and smtpd_sasl_authenticated_header (cleanup writes Received:
+and takes no comment lines yet; `Session.received_comments` has them ready).
 """

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
+import logging
 import socket
 import sys
 from collections.abc import Sequence
@@ -27,6 +29,8 @@ from sdmail.smtpd.listeners import (
     split_overrides,
 )
 from sdmail.smtpd.server import SmtpdServer, quiet_engine_logging, shut_down, start_listeners
+
+log = logging.getLogger("sdmail.smtpd")
 
 PROGRAM = "smtpd"
 DEFAULT_LISTENER = "smtpd"
@@ -84,11 +88,12 @@ def parse_listen(text: str) -> tuple[str, str, int]:
     return name, host, int(port)
 
 
-def listening_sockets(listen: Sequence[str]) -> list[tuple[str, socket.socket]]:
-    """The sockets systemd passed (by FileDescriptorName), else those -l names."""
+def listening_sockets(listen: Sequence[str]) -> tuple[list[tuple[str, socket.socket]], bool]:
+    """The sockets systemd passed (by FileDescriptorName), else those -l names; and whether
+    they came from systemd."""
     passed = systemd.listen_fds()
     if passed:
-        return [(item.name, socket.socket(fileno=item.fd)) for item in passed]
+        return [(item.name, socket.socket(fileno=item.fd)) for item in passed], True
     sockets = []
     for text in listen:
         name, host, port = parse_listen(text)
@@ -101,16 +106,30 @@ def listening_sockets(listen: Sequence[str]) -> list[tuple[str, socket.socket]]:
         sockets.append((name, sock))
     if not sockets:
         raise UsageError("no listening socket: LISTEN_FDS is not set and no -l was given")
-    return sockets
+    return sockets, False
 
 
 def build_services(
-    config_dir: str | None, overrides: Overrides, names: Sequence[str], spools: dict[str, Spool]
+    config_dir: str | None,
+    overrides: Overrides,
+    names: Sequence[str],
+    spools: dict[str, Spool],
+    *,
+    from_systemd: bool = False,
 ) -> dict[str, Service]:
-    """Each listener's Service; raises the configuration errors."""
+    """Each listener's Service; raises the configuration errors.
+
+    -o for a listener that is not there is a usage error with -l (the names are on the same
+    command line), but not under systemd: the unit carries submission's settings whether
+    or not its socket unit is enabled."""
     for name in overrides.per_listener:
-        if name not in names:
+        if name in names:
+            continue
+        if not from_systemd:
             raise UsageError(f"-o {name}/...: no listener is named {name!r}")
+        log.info(
+            "-o %s/...: systemd passed no socket named %s; its settings are unused", name, name
+        )
     return {
         name: build_service(name, listener_config(config_dir, overrides, name), spools)
         for name in dict.fromkeys(names)
@@ -123,11 +142,15 @@ async def serve(ctx: AsyncDaemonContext[None]) -> int:
     overrides = split_overrides(
         [*ctx.invocation.overrides, *(getattr(options, "listener_overrides", None) or [])]
     )
-    sockets = listening_sockets(options.listen)
+    sockets, from_systemd = listening_sockets(options.listen)
     names = [name for name, _ in sockets]
     spools: dict[str, Spool] = {}
     services = await asyncio.to_thread(
-        build_services, ctx.invocation.config_dir, overrides, names, spools
+        functools.partial(build_services, from_systemd=from_systemd),
+        ctx.invocation.config_dir,
+        overrides,
+        names,
+        spools,
     )
     server = SmtpdServer(services, ctx.lifetime)
 
@@ -135,7 +158,11 @@ async def serve(ctx: AsyncDaemonContext[None]) -> int:
         # A configuration error here fails the reload (the skeleton keeps the old
         # configuration and STATUS= keeps naming the old main.cf).
         new = await asyncio.to_thread(
-            build_services, ctx.invocation.config_dir, overrides, names, spools
+            functools.partial(build_services, from_systemd=from_systemd),
+            ctx.invocation.config_dir,
+            overrides,
+            names,
+            spools,
         )
         server.replace_services(new)
 

@@ -24,8 +24,9 @@ is brought to standard form in the local context, so the relay disguises (`u%rem
 they are; an address whose local part still holds `@ ! %` is "routed" and never counts as
 an authorized destination (allow_untrusted_routing = no).
 
-Restrictions: permit, reject, defer, permit_mynetworks, permit_sasl_authenticated (never
-matches until AUTH exists), reject_unauth_pipelining (when the server let improper
+Restrictions: permit, reject, defer, permit_mynetworks, permit_sasl_authenticated,
+reject_sender_login_mismatch and its authenticated / known / unauthenticated variants
+(smtpd_sender_login_maps: address -> owning SASL logins), reject_unauth_pipelining (when the server let improper
 pipelining pass: smtpd_forbid_unauth_pipelining = no), permit_auth_destination, reject_unauth_destination,
 defer_unauth_destination, reject_unlisted_recipient, reject_unknown_recipient_domain,
 reject_unknown_sender_domain (DNS, through the `MailDomains` door), reject_non_fqdn_recipient,
@@ -88,6 +89,15 @@ _RELAY_STOPPERS = frozenset(
 _TABLE_RESTRICTIONS = frozenset(
     {"check_client_access", "check_helo_access", "check_sender_access", "check_recipient_access"}
 )
+# smtpd_sender_login_maps restrictions: (check authenticated clients, only for addresses the
+# map knows, check unauthenticated clients).
+_LOGIN_MISMATCH: dict[str, tuple[bool, bool, bool]] = {
+    "reject_sender_login_mismatch": (True, False, True),
+    "reject_authenticated_sender_login_mismatch": (True, False, False),
+    "reject_known_sender_login_mismatch": (True, True, True),
+    "reject_unauthenticated_sender_login_mismatch": (False, False, True),
+}
+_LOGIN_MISMATCH_CODE = 553  # Postfix's, fixed
 _SIMPLE_RESTRICTIONS = frozenset(
     {
         "permit",
@@ -109,6 +119,7 @@ _SIMPLE_RESTRICTIONS = frozenset(
         "reject_invalid_hostname",
         "reject_non_fqdn_hostname",
         "reject_unauth_pipelining",
+        *_LOGIN_MISMATCH,
     }
 )
 # Postfix restrictions sdmail does not do yet, with the number of arguments each takes: a
@@ -140,10 +151,6 @@ _NOT_YET: dict[str, int] = {
     "reject_unlisted_sender": 0,
     "reject_multi_recipient_bounce": 0,
     "reject_plaintext_session": 0,
-    "reject_sender_login_mismatch": 0,
-    "reject_authenticated_sender_login_mismatch": 0,
-    "reject_known_sender_login_mismatch": 0,
-    "reject_unauthenticated_sender_login_mismatch": 0,
     "permit_tls_client_certs": 0,
     "permit_tls_all_clientcerts": 0,
     "permit_mx_backup": 0,
@@ -165,6 +172,7 @@ class CheckSettings:
     smtpd_data_restrictions: tuple[str, ...]
     smtpd_end_of_data_restrictions: tuple[str, ...]
     smtpd_restriction_classes: tuple[str, ...]
+    smtpd_sender_login_maps: tuple[str, ...]
     smtpd_delay_reject: bool
     smtpd_reject_unlisted_recipient: bool
     smtpd_null_access_lookup_key: str
@@ -399,6 +407,9 @@ class Checks:
         self.canonical_maps = _open_tables(
             (*s.recipient_canonical_maps, *s.canonical_maps), "canonical_maps", self._tables
         )
+        self.sender_login_maps = _open_tables(
+            s.smtpd_sender_login_maps, "smtpd_sender_login_maps", self._tables
+        )
 
     # -- building ------------------------------------------------------------------------
     def _parse(self, items: Sequence[str], parameter: str) -> tuple[_Step, ...]:
@@ -567,6 +578,8 @@ class Checks:
             return self._non_fqdn(facts.sender, "Sender address")
         if name == "reject_unknown_sender_domain":
             return self._unknown_domain(evaluation, facts.sender, "Sender address", "4.1.8")
+        if name in _LOGIN_MISMATCH:
+            return self._sender_login_mismatch(facts, *_LOGIN_MISMATCH[name])
         if facts.recipient is None:
             return None  # a recipient restriction where there is no recipient yet
         if name == "reject_non_fqdn_recipient":
@@ -666,6 +679,40 @@ class Checks:
             suffix = ""
         text = f"<{given}>: Recipient address rejected: User unknown{suffix}"
         return Verdict(self._reply(code, "5.1.1", text))
+
+    # -- SASL logins and sender addresses ------------------------------------------------------
+    def _sender_login_mismatch(
+        self, facts: Facts, authenticated: bool, known_only: bool, unauthenticated: bool
+    ) -> Verdict | None:
+        """Postfix's reject_*sender_login_mismatch: smtpd_sender_login_maps names each address's
+        owners (SASL logins); a logged-in client may use only its own addresses, a client that
+        did not log in none that has an owner."""
+        sender = facts.sender
+        if not sender:
+            return None  # the null sender belongs to nobody
+        owners = self._sender_owners(sender)
+        login = facts.sasl_username
+        if login:
+            if not authenticated or (owners is None and known_only):
+                return None
+            if owners is not None and login.lower() in owners:
+                return None
+            text = f"<{sender}>: Sender address rejected: not owned by user {login}"
+        elif unauthenticated and owners is not None:
+            text = f"<{sender}>: Sender address rejected: not logged in"
+        else:
+            return None
+        return Verdict(self._reply(_LOGIN_MISMATCH_CODE, "5.7.1", text))
+
+    def _sender_owners(self, sender: str) -> set[str] | None:
+        """The logins smtpd_sender_login_maps gives SENDER (lower-cased), None if not listed."""
+        if not self.sender_login_maps:
+            return None
+        keys = address_keys(sender, self.lookup_settings, self.resolver.is_local_domain)
+        found = search(self.sender_login_maps, keys)
+        if found is None:
+            return None
+        return {owner.lower() for owner in found[2].replace(",", " ").split()}
 
     # -- address shape and DNS ---------------------------------------------------------------
     def _non_fqdn(self, address: str | None, what: str) -> Verdict | None:

@@ -35,6 +35,7 @@ from sdmail.core.config import Config, load_config
 from sdmail.core.skeleton import UsageError
 from sdmail.core.spool import Spool
 from sdmail.smtpd.checks import Checks, MailDomains
+from sdmail.smtpd.sasl import Sasl, build_sasl
 from sdmail.smtpd.session import SessionSettings
 from sdmail.smtpd.tls import ServerTls, server_tls
 
@@ -83,6 +84,7 @@ class Service:
     checks: Checks
     cleanup: Cleanup
     tls: ServerTls
+    sasl: Sasl | None = None
 
 
 def build_service(
@@ -95,4 +97,5 @@ def build_service(
         spools[queue_directory] = Spool(queue_directory)
     checks = Checks(cfg, domains=domains)
     cleanup = Cleanup(cfg, spools[queue_directory])
-    return Service(listener, cfg, settings, checks, cleanup, server_tls(cfg))
+    tls = server_tls(cfg)
+    return Service(listener, cfg, settings, checks, cleanup, tls, build_sasl(cfg, tls.required))

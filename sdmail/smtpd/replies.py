@@ -128,6 +128,11 @@ TLS_ALREADY_ACTIVE = reply(554, "5.5.1 Error: TLS already active")
 TLS_UNAVAILABLE = reply(454, "4.7.0 TLS not available due to local problem")
 STARTTLS_FIRST = reply(530, "5.7.0 Must issue a STARTTLS command first")
 MAIL_IN_PROGRESS = reply(503, "5.5.1 Error: MAIL transaction in progress")
+AUTH_NOT_ENABLED = reply(503, "5.5.1 Error: authentication not enabled")
+ALREADY_AUTHENTICATED = reply(503, "5.5.1 Error: already authenticated")
+AUTH_SYNTAX = reply(501, "5.5.4 Syntax: AUTH mechanism")
+AUTH_ABORTED = reply(501, "5.7.0 Authentication aborted")
+AUTHENTICATED = reply(235, "2.7.0 Authentication successful")
 
 
 def unsupported_option(name: str) -> Reply:
@@ -148,6 +153,19 @@ def bytes_queued(size: int, queue_id: str) -> Reply:
 
 def bdat_chunk_ok(size: int) -> Reply:
     return reply(250, f"2.0.0 Ok: {size} bytes")
+
+
+def auth_challenge(text: str) -> Reply:
+    """334 and a base64 challenge (empty for PLAIN without an initial response)."""
+    return reply(334, text)
+
+
+def auth_failed(reason: str) -> Reply:
+    return reply(535, f"5.7.8 Error: authentication failed: {reason}")
+
+
+def auth_failed_temporarily(reason: str) -> Reply:
+    return reply(454, f"4.7.0 Temporary authentication failure: {reason}")
 
 
 def too_many_errors(myhostname: str) -> Reply:

@@ -182,7 +182,10 @@ class SmtpdProtocol(SMTP):
             name = "unknown"
             if address and settings.smtpd_peername_lookup:
                 name = await self.server.in_thread(lookup_client_name, address)
-            session = Session(self.service, Client(name, address or "unknown", port))
+            local = self.transport.get_extra_info("sockname") if self.transport else None
+            local_address, _ = _peer_address(local)
+            client = Client(name, address or "unknown", port, local_address or None)
+            session = Session(self.service, client)
             self.dialogue = session
             log.info("connect from %s", session.namaddr)
             await self._serve(session)
@@ -242,6 +245,9 @@ class SmtpdProtocol(SMTP):
                 await self._send(session, session.too_many_errors_reply())
                 raise _Stop
             line = await self._read_command(session)
+            if session.sasl_pending:
+                await self._send(session, await self.server.in_thread(session.sasl_response, line))
+                continue
             verb = line.split(b" ", 1)[0].strip().upper().decode("ascii", "replace")
             if session.must_wait_after(verb) and await self._improper_pipelining(session, verb):
                 raise _Stop

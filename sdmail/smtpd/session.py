@@ -19,9 +19,11 @@ cleanup library (`Cleanup.submit`), which writes the queue file durably before i
 only then is `250 2.0.0 Ok: queued as ID` given, `ID: client=NAME[ADDR]` logged and qmgr
 woken (a failed wake-up only delays the mail).
 
-Place for what comes next: STARTTLS and AUTH get their verbs here (`starttls`, `auth`),
-the protocol name becomes ESMTPS/ESMTPA, and `Facts.sasl_username` is set, which
-`permit_sasl_authenticated` already reads.
+STARTTLS: `starttls` answers READY_TO_START_TLS and the server does the handshake, then
+calls `tls_started`, which forgets HELO, transaction and login (RFC 3207). AUTH: `auth`
+starts a sasl.Exchange; while `sasl_pending`, the server hands each line to
+`sasl_response` instead of `command`. A login sets `sasl_username` (Facts, the queue file's
+client record, the `client=` log line); Received: says ESMTPS / ESMTPA / ESMTPSA.
 
 Failure modes: no method raises for anything a client sends; a bad command gets its reply.
 Cleanup's refusals become their replies; an unexpected error while queueing is logged with
@@ -46,6 +48,7 @@ from sdmail.core.trigger import WAKEUP, trigger
 from sdmail.smtpd import replies
 from sdmail.smtpd.checks import Action, Facts, Verdict
 from sdmail.smtpd.replies import Reply, reply
+from sdmail.smtpd.sasl import Challenge, Credentials, Exchange, Peer
 from sdmail.smtpd.tls import TlsInfo, TlsLevel
 
 if TYPE_CHECKING:
@@ -104,6 +107,7 @@ class SessionSettings:
     smtpd_peername_lookup: bool
     smtpd_client_connection_count_limit: int
     smtpd_client_event_limit_exceptions: tuple[str, ...]
+    smtpd_sasl_authenticated_header: bool
     socket_directory: str
 
     @classmethod
@@ -118,6 +122,7 @@ class Client:
     name: str
     address: str
     port: int | None = None
+    local_address: str | None = None
 
     def namaddr(self, with_port: bool = False) -> str:
         text = f"{self.name}[{self.address}]"
@@ -170,6 +175,9 @@ class Session:
         self.connect_refusal: Reply | None = None
         self.improper_pipelining = False
         self.tls: TlsInfo | None = None
+        self.sasl_username: str | None = None
+        self.sasl_method: str | None = None
+        self._exchange: Exchange | None = None
         self._pending: ChunkExpected | None = None
 
     # -- helpers -------------------------------------------------------------------------
@@ -183,7 +191,25 @@ class Session:
         """The `with` of Received: ESMTP plus RFC 3848's S (TLS) and A (AUTH) suffixes."""
         if not self.esmtp:
             return self.protocol
-        return self.protocol + ("S" if self.tls else "")
+        return self.protocol + ("S" if self.tls else "") + ("A" if self.sasl_username else "")
+
+    def received_comments(self) -> tuple[str, ...]:
+        """The comment lines Postfix's smtpd puts in Received: between `from` and `by`.
+
+        `(using TLSv1.3 with cipher ...)` with smtpd_tls_received_header, `(Authenticated
+        sender: USER)` with smtpd_sasl_authenticated_header. Not in the queue file yet: the
+        cleanup library writes Received: and has no place for them (see __init__.py)."""
+        lines = []
+        if self.tls is not None and self.service.tls.received_header:
+            lines.append(self.tls.received_comment())
+        if self.sasl_username is not None and self.settings.smtpd_sasl_authenticated_header:
+            lines.append(f"(Authenticated sender: {self.sasl_username})")
+        return tuple(lines)
+
+    @property
+    def sasl_pending(self) -> bool:
+        """Whether the next line is the client's answer to a 334 challenge, not a command."""
+        return self._exchange is not None
 
     @property
     def namaddr(self) -> str:
@@ -196,6 +222,7 @@ class Session:
             helo=self.helo_name,
             sender=self.transaction.sender if self.transaction else None,
             recipient=recipient,
+            sasl_username=self.sasl_username,
             improper_pipelining=self.improper_pipelining,
         )
 
@@ -288,6 +315,8 @@ class Session:
         self.stats[stat] += 1
         if outcome is replies.START_DATA or outcome is replies.READY_TO_START_TLS:
             return  # a success only once the message is queued / the handshake is done
+        if outcome.code == 334:
+            return  # AUTH goes on: counted when the exchange ends (sasl_response)
         if not outcome.is_error:
             self.ok_stats[stat] += 1
         elif (
@@ -325,11 +354,13 @@ class Session:
     def _extensions(self) -> list[str]:
         s = self.settings
         size = f"SIZE {s.message_size_limit}" if s.message_size_limit else "SIZE"
+        mechanisms = self._mechanisms()
         offered = [
             ("PIPELINING", "PIPELINING"),
             ("SIZE", size),
             ("VRFY", None if s.disable_vrfy_command else "VRFY"),
             ("STARTTLS", "STARTTLS" if self.service.tls.offered and not self.tls else None),
+            ("AUTH", " ".join(("AUTH", *mechanisms)) if mechanisms else None),
             ("ENHANCEDSTATUSCODES", "ENHANCEDSTATUSCODES"),
             ("8BITMIME", "8BITMIME"),
             ("DSN", "DSN"),
@@ -608,6 +639,8 @@ class Session:
         """The handshake after STARTTLS is done: forget what the client said before (RFC 3207)."""
         self.tls = info
         self.ok_stats["starttls"] += 1
+        self.sasl_username = self.sasl_method = None
+        self._exchange = None
         self.helo_name = None
         self.esmtp = False
         self.pipelining = False
@@ -617,8 +650,72 @@ class Session:
                 "Anonymous TLS connection established from %s: %s", self.namaddr, info.summary()
             )
 
+    def _mechanisms(self) -> tuple[str, ...]:
+        sasl = self.service.sasl
+        if sasl is None or not self.offers("AUTH"):
+            return ()
+        return sasl.mechanisms(tls_active=self.tls is not None)
+
     def auth(self, argument: str) -> Reply:
-        return reply(503, "5.5.1 Error: authentication not enabled")  # the AUTH step
+        """AUTH MECHANISM [INITIAL-RESPONSE]: a 334 challenge, or the exchange's outcome."""
+        mechanisms = self._mechanisms()
+        if not mechanisms:
+            return replies.AUTH_NOT_ENABLED
+        if self.transaction is not None:
+            return replies.MAIL_IN_PROGRESS
+        if self.sasl_username is not None:
+            return replies.ALREADY_AUTHENTICATED
+        words = argument.split()
+        if not 1 <= len(words) <= 2:
+            return replies.AUTH_SYNTAX
+        mechanism = words[0].upper()
+        if mechanism not in mechanisms:
+            return self._auth_refused(mechanism, "Invalid authentication mechanism")
+        self._exchange = Exchange(mechanism)
+        return self._auth_step(words[1] if len(words) == 2 else None)
+
+    def sasl_response(self, line: bytes) -> Reply:
+        """The client's line after a 334: the next challenge or the exchange's outcome."""
+        exchange = self._exchange
+        assert exchange is not None
+        text = line.decode("ascii", "replace").strip()
+        if text == "*":
+            self._exchange = None
+            log.warning("%s: SASL %s authentication aborted", self.namaddr, exchange.mechanism)
+            self.error_count += 1
+            return replies.AUTH_ABORTED
+        outcome = self._auth_step(text)
+        if outcome.code != 334:
+            self._count("AUTH", "auth", outcome)
+            self.stats["auth"] -= 1  # the AUTH command itself was counted already
+        return outcome
+
+    def _auth_step(self, response: str | None) -> Reply:
+        exchange = self._exchange
+        assert exchange is not None
+        step = exchange.step(response)
+        if isinstance(step, Challenge):
+            return replies.auth_challenge(step.text)
+        self._exchange = None
+        if not isinstance(step, Credentials):
+            return self._auth_refused(exchange.mechanism, step.reason)
+        sasl = self.service.sasl
+        assert sasl is not None
+        peer = Peer(self.client.address, self.client.local_address, secured=self.tls is not None)
+        checked = sasl.backend.check(step, peer)
+        if checked.ok:
+            self.sasl_username = checked.username
+            self.sasl_method = exchange.mechanism
+            return replies.AUTHENTICATED
+        if checked.temporary:
+            return self._auth_refused(exchange.mechanism, checked.reason, temporary=True)
+        return self._auth_refused(exchange.mechanism, checked.reason)
+
+    def _auth_refused(self, mechanism: str, reason: str, *, temporary: bool = False) -> Reply:
+        log.warning("%s: SASL %s authentication failed: %s", self.namaddr, mechanism, reason)
+        if temporary:
+            return replies.auth_failed_temporarily(reason)
+        return replies.auth_failed(reason)
 
     # -- queueing --------------------------------------------------------------------------
     def _queue(self, transaction: Transaction, content: bytes) -> Reply:
@@ -640,6 +737,8 @@ class Session:
                 log_client_port=self.client.port,
                 log_helo_name=self.helo_name,
                 log_protocol_name=self.received_protocol,
+                sasl_method=self.sasl_method,
+                sasl_username=self.sasl_username,
             ),
             ret=transaction.ret,
             envid=transaction.envid,
@@ -656,6 +755,8 @@ class Session:
             log_traceback(log, exc)
             return reply(451, "4.3.0 Error: queue file write error")
         client = self.client.namaddr(self.settings.smtpd_client_port_logging)
+        if self.sasl_username is not None:
+            client += f", sasl_method={self.sasl_method}, sasl_username={self.sasl_username}"
         log.info("client=%s", client, extra={"queue_id": accepted.queue_id})
         trigger(str(Path(self.settings.socket_directory) / "qmgr"), WAKEUP, timeout=1.0)
         return replies.queued(accepted.queue_id)

@@ -162,10 +162,25 @@ def test_each_listener_has_its_own_overrides(mailsys):
     assert outcomes == {"smtpd": 250, "submission": 454}
 
 
-def test_override_for_a_listener_that_does_not_exist_is_a_usage_error(mailsys):
-    process = start(mailsys, args=("-o", "nosuch/smtpd_banner=x"))
+def test_override_for_a_listener_that_does_not_exist_is_a_usage_error_with_l(mailsys):
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    process = start(
+        mailsys, args=("-l", f"127.0.0.1:{port}", "-o", "nosuch/smtpd_banner=x"), tcp=()
+    )
     assert process.wait(10) == 64
     assert "no listener is named 'nosuch'" in mailsys.log("smtpd")
+
+
+def test_under_systemd_overrides_of_a_socket_not_passed_are_unused(mailsys):
+    """The unit always carries submission's -o; sdmail-submission.socket is not enabled."""
+    start(mailsys, args=("-o", "submission/smtpd_banner=x"))
+    port = mailsys.tcp_ports["smtpd"]
+    assert greeting(port) == b"220 mail.example.test ESMTP sdmail\r\n"
+    assert "systemd passed no socket named submission; its settings are unused" in mailsys.log(
+        "smtpd"
+    )
 
 
 def test_unknown_restriction_stops_the_start_with_ex_config(mailsys):

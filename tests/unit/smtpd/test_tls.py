@@ -104,3 +104,12 @@ def test_tls_summary_and_received_comment_are_postfix_shaped():
         "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))"
     )
     assert TlsInfo.of(None).summary() == "unknown with cipher unknown (0/0 bits)"
+
+
+def test_received_comment_only_with_smtpd_tls_received_header(world, pair):
+    plain = world.session(tls_lines("may", *pair))
+    plain.tls_started(INFO)
+    assert plain.received_comments() == ()
+    shown = world.session(tls_lines("may", *pair) + "smtpd_tls_received_header = yes\n")
+    shown.tls_started(INFO)
+    assert shown.received_comments() == (INFO.received_comment(),)
