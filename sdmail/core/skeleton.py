@@ -412,6 +412,7 @@ class PlainDaemonContext(DaemonContext[S]):
             self._drain_wakeup()
             self._act_on_signals()
             if self.stopping:
+                self.request_stop()  # a signal may have come after _act_on_signals looked
                 return True
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
