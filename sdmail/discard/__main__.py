@@ -1,0 +1,5 @@
+import sys
+
+from sdmail.discard.service import main
+
+sys.exit(main())

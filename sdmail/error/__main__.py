@@ -1,0 +1,5 @@
+import sys
+
+from sdmail.error.service import main
+
+sys.exit(main())
