@@ -181,7 +181,10 @@ def parse_command_line(argv: Sequence[str], program: str) -> Options:
         if not arg.startswith("-") or arg == "-":
             break
         if arg == "-q":  # not getopt-compatible: -q alone flushes
-            opts.mode = FLUSHQ if opts.mode != DAEMON else opts.mode
+            if opts.mode == DAEMON:
+                opts.warnings.append("ignoring -q option in daemon mode")
+            else:
+                opts.mode = FLUSHQ
             index += 1
             continue
         arg = _renamed_verp_option(arg, args, index, opts)
