@@ -641,11 +641,14 @@ class Spool:
         except OSError as exc:
             raise SpoolError(f"{queue}/{queue_id}: cannot remove: {exc.strerror}") from None
 
-    def purge_temporary(self, older_than: float) -> list[str]:
-        """Remove temporary files not modified for `older_than` seconds; return "queue/name"s."""
+    def purge_temporary(
+        self, older_than: float, queues: Iterable[QueueName] = MESSAGE_QUEUES
+    ) -> list[str]:
+        """Remove temporary files not modified for `older_than` seconds in QUEUES (every
+        message queue by default); return the "queue/name"s removed."""
         cutoff = time.time() - older_than
         removed = []
-        for queue in MESSAGE_QUEUES:
+        for queue in queues:
             dir_fd = self._dir_fd(queue)
             for name in self._names(queue):
                 if not _TEMPORARY.fullmatch(name):

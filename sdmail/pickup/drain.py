@@ -63,6 +63,8 @@ from sdmail.pickup.maildrop import MaildropMessage, MalformedMaildropFile, read_
 log = logging.getLogger("sdmail.pickup")
 
 MAILDROP = QueueName.MAILDROP
+# A maildrop temporary file older than this was left by a postdrop that died mid-write.
+STALE_TEMPORARY_SECONDS = 3600
 
 
 class Outcome(enum.Enum):
@@ -112,6 +114,8 @@ class Drain:
         STOP is asked between two files; when it says True the drain ends early (SIGTERM).
         """
         report = DrainReport()
+        if retry:
+            self._purge_stale_temporaries()
         present = set()
         for queue_id in self.waiting():
             present.add(queue_id)
@@ -128,6 +132,17 @@ class Drain:
         if retry:
             self.deferred &= present  # removed by someone else meanwhile
         return report
+
+    def _purge_stale_temporaries(self) -> None:
+        """A postdrop that died mid-write leaves a temporary file, which would keep the path
+        unit (DirectoryNotEmpty) restarting pickup for nothing: remove it once stale."""
+        try:
+            removed = self.spool.purge_temporary(STALE_TEMPORARY_SECONDS, (MAILDROP,))
+        except SpoolError as exc:
+            log.warning("%s", exc)
+            return
+        for name in removed:
+            log.warning("removed stale temporary file %s", name)
 
     # -- one file ---------------------------------------------------------------------
     def pick_up(self, queue_id: str) -> Outcome:

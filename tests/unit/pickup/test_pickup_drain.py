@@ -253,6 +253,18 @@ def test_temporary_files_of_a_postdrop_at_work_are_not_touched(maildrop):
     assert maildrop.names("maildrop") == ["tmp.123.456.0"]
 
 
+def test_a_stale_temporary_file_of_a_dead_postdrop_is_removed_by_a_full_drain(maildrop, caplog):
+    stale = maildrop.plant("tmp.123.456.1")
+    stale.write_bytes(b"half written, writer gone")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    maildrop.drain.drain(retry=False)
+    assert maildrop.names("maildrop") == ["tmp.123.456.1"]  # only the periodic drain purges
+    maildrop.drain.drain(retry=True)
+    assert maildrop.names("maildrop") == []
+    assert "removed stale temporary file maildrop/tmp.123.456.1" in caplog.text
+
+
 def test_a_stop_request_ends_the_drain_between_two_files(maildrop):
     for _ in range(3):
         maildrop.drop("bob", uid=1)
