@@ -188,7 +188,8 @@ class Drain:
             msg_warning(queue_id, f"internal error: {type(exc).__name__}: {exc}; will retry")
             log_traceback(log, exc)
             return Outcome.DEFERRED
-        msg_info(accepted.queue_id, f"uid={message.uid} from=<{_logged(message.sender)}>")
+        requeued = f" orig_id={queue_id}" if message.requeued else ""
+        msg_info(accepted.queue_id, f"uid={message.uid} from=<{_logged(message.sender)}>{requeued}")
         try:
             self.spool.remove(MAILDROP, queue_id)
         except NoSuchQueueFile:

@@ -59,6 +59,7 @@ class MaildropMessage:
     uid: int
     sender: str
     warnings: tuple[str, ...] = ()
+    requeued: bool = False
 
 
 def read_maildrop(fd: int, owner_uid: int, *, now: float | None = None) -> MaildropMessage:
@@ -70,12 +71,15 @@ def read_maildrop(fd: int, owner_uid: int, *, now: float | None = None) -> Maild
         raise MalformedMaildropFile(f"corrupt queue file: {exc}") from None
     envelope = parsed.envelope
     uid = _uid(envelope, owner_uid)
+    # A queue file put back by `postsuper -r` has no uid: it was queued once already, so
+    # its finished recipients stay finished and it gets no second Received: header.
+    requeued = envelope.attribute(ATTR_UID) is None
     warnings: list[str] = []
     arrival = _arrival(envelope, time.time() if now is None else now, warnings)
     submission = Submission(
         sender=envelope.sender,
-        recipients=envelope.recipients,
-        origin=Origin.LOCAL,
+        recipients=tuple(r for r in envelope.recipients if not (requeued and r.done)),
+        origin=Origin.FORWARD if requeued else Origin.LOCAL,
         client=envelope.client,
         uid=uid,
         full_name=envelope.sender_fullname,
@@ -86,7 +90,9 @@ def read_maildrop(fd: int, owner_uid: int, *, now: float | None = None) -> Maild
         body_type=envelope.body_type,
         arrival=arrival,
     )
-    return MaildropMessage(submission, content, uid, envelope.sender, tuple(warnings))
+    return MaildropMessage(
+        submission, content, uid, envelope.sender, tuple(warnings), requeued=requeued
+    )
 
 
 def _uid(envelope: Envelope, owner_uid: int) -> int:

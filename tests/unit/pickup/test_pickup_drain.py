@@ -265,6 +265,25 @@ def test_a_stale_temporary_file_of_a_dead_postdrop_is_removed_by_a_full_drain(ma
     assert "removed stale temporary file maildrop/tmp.123.456.1" in caplog.text
 
 
+def test_a_requeued_file_keeps_its_finished_recipients_finished_and_gets_no_new_received(
+    maildrop, caplog
+):
+    """postsuper -r puts a queue file back into maildrop/ without postdrop's uid attribute."""
+    caplog.set_level(logging.INFO)
+    envelope = Envelope(
+        "joe@example.org",
+        (Recipient("done@example.org", done=True), Recipient("todo@example.org")),
+        arrival_sec=int(time.time()) - 60,
+    )
+    content = b"Received: by old.example (sdmail)\n\tid OLD; date\nMessage-Id: <m@x>\n\nbody\n"
+    old_id = maildrop.spool.create(QueueName.MAILDROP, envelope, content).queue_id
+    maildrop.drain.drain(retry=False)
+    ((parsed, stored),) = maildrop.incoming()
+    assert [r.address for r in parsed.envelope.recipients] == ["todo@example.org"]
+    assert stored.count(b"Received:") == 1
+    assert any(text.endswith(f"orig_id={old_id}") for _, text in infos(caplog))
+
+
 def test_a_stop_request_ends_the_drain_between_two_files(maildrop):
     for _ in range(3):
         maildrop.drop("bob", uid=1)
