@@ -17,14 +17,15 @@ certificate and key load; encrypt refuses MAIL and VRFY before it. AUTH PLAIN an
 (sasl.py) are offered with smtpd_sasl_auth_enable = yes (after STARTTLS with
 smtpd_tls_auth_only or encrypt) and checked by Dovecot's auth socket or a table of hashes
 (passwords.py); a logged-in client passes permit_sasl_authenticated and meets
-smtpd_sender_login_maps.
+smtpd_sender_login_maps. DNS (dnsbl.py: dnspython's asyncio resolver, one per process) serves
+the DNS blocklists and reject_unknown_*_domain.
 
 ROOMS: `session.py` (the dialogue, one method per verb returning a Reply), `checks.py`
-(restrictions and recipient validation), `replies.py` (every reply text), `tls.py`
-(a listener's TLS context and level), `sasl.py` (AUTH exchanges and backends), `passwords.py`
-(SHA-crypt hashes),
-`listeners.py` (per-listener configuration: `-o LISTENER/name=value`), `server.py` (the
-aiosmtpd subclass and every override of aiosmtpd's internals, in one place).
+(restrictions and recipient validation), `replies.py` (every reply text), `tls.py` (a
+listener's TLS context and level), `sasl.py` (AUTH exchanges and backends), `passwords.py`
+(SHA-crypt hashes), `dnsbl.py` (the resolver and DNS blocklists), `listeners.py`
+(per-listener configuration: `-o LISTENER/name=value`), `server.py` (the aiosmtpd subclass
+and every override of aiosmtpd's internals, in one place).
 
 OWNS the SMTP conversation and its decisions: who may relay, which recipients exist,
 the limits of a session. It writes no file itself: the queue file is cleanup's (in
@@ -48,7 +49,8 @@ the middle of a message (nothing queued), thousands of recipients, many connecti
 Each gets Postfix's reply with an enhanced status code; an error in one session never
 ends the process.
 
-NOT YET: reject_rbl_client (skipped with a warning), ETRN, the Received: comment lines of
-smtpd_tls_received_header and smtpd_sasl_authenticated_header (cleanup writes Received:
-and takes no comment lines yet; `Session.received_comments` has them ready).
+NOT YET: check_policy_service and a few other restrictions (skipped with a warning), ETRN,
+the Received: comment lines of smtpd_tls_received_header and smtpd_sasl_authenticated_header
+(cleanup writes Received: and takes no comment lines yet; `Session.received_comments` has
+them ready).
 """

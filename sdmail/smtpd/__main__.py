@@ -21,6 +21,7 @@ from sdmail.core.skeleton import (
     run_daemon_async,
 )
 from sdmail.core.spool import Spool
+from sdmail.smtpd.dnsbl import Dns
 from sdmail.smtpd.listeners import (
     Overrides,
     Service,
@@ -116,6 +117,7 @@ def build_services(
     spools: dict[str, Spool],
     *,
     from_systemd: bool = False,
+    dns: Dns | None = None,
 ) -> dict[str, Service]:
     """Each listener's Service; raises the configuration errors.
 
@@ -131,7 +133,7 @@ def build_services(
             "-o %s/...: systemd passed no socket named %s; its settings are unused", name, name
         )
     return {
-        name: build_service(name, listener_config(config_dir, overrides, name), spools)
+        name: build_service(name, listener_config(config_dir, overrides, name), spools, dns=dns)
         for name in dict.fromkeys(names)
     }
 
@@ -145,8 +147,9 @@ async def serve(ctx: AsyncDaemonContext[None]) -> int:
     sockets, from_systemd = listening_sockets(options.listen)
     names = [name for name, _ in sockets]
     spools: dict[str, Spool] = {}
+    dns = Dns(asyncio.get_running_loop())
     services = await asyncio.to_thread(
-        functools.partial(build_services, from_systemd=from_systemd),
+        functools.partial(build_services, from_systemd=from_systemd, dns=dns),
         ctx.invocation.config_dir,
         overrides,
         names,
@@ -158,7 +161,7 @@ async def serve(ctx: AsyncDaemonContext[None]) -> int:
         # A configuration error here fails the reload (the skeleton keeps the old
         # configuration and STATUS= keeps naming the old main.cf).
         new = await asyncio.to_thread(
-            functools.partial(build_services, from_systemd=from_systemd),
+            functools.partial(build_services, from_systemd=from_systemd, dns=dns),
             ctx.invocation.config_dir,
             overrides,
             names,

@@ -26,17 +26,20 @@ an authorized destination (allow_untrusted_routing = no).
 
 Restrictions: permit, reject, defer, permit_mynetworks, permit_sasl_authenticated,
 reject_sender_login_mismatch and its authenticated / known / unauthenticated variants
-(smtpd_sender_login_maps: address -> owning SASL logins), reject_unauth_pipelining (when the server let improper
-pipelining pass: smtpd_forbid_unauth_pipelining = no), permit_auth_destination, reject_unauth_destination,
-defer_unauth_destination, reject_unlisted_recipient, reject_unknown_recipient_domain,
-reject_unknown_sender_domain (DNS, through the `MailDomains` door), reject_non_fqdn_recipient,
-reject_non_fqdn_sender, reject_non_fqdn_helo_hostname, reject_invalid_helo_hostname,
-check_client_access, check_helo_access, check_sender_access, check_recipient_access
-(access(5) tables with Postfix's key order and results: OK or a number, REJECT, DEFER,
-4NN/5NN text, DUNNO, HOLD, DISCARD, a restriction or a restriction class). Not yet:
-reject_rbl_client, check_policy_service and the other Postfix restrictions in `_NOT_YET`
-(logged at start and skipped, so a Postfix main.cf still starts), the other access actions
-(FILTER, REDIRECT, PREPEND, WARN: logged and treated as DUNNO).
+(smtpd_sender_login_maps: address -> owning SASL logins), reject_unauth_pipelining (when the
+server let improper pipelining pass: smtpd_forbid_unauth_pipelining = no),
+permit_auth_destination, reject_unauth_destination, defer_unauth_destination,
+reject_unlisted_recipient, reject_unknown_recipient_domain, reject_unknown_sender_domain
+(DNS, through the `MailDomains` door), reject_non_fqdn_recipient, reject_non_fqdn_sender,
+reject_non_fqdn_helo_hostname, reject_invalid_helo_hostname, check_client_access,
+check_helo_access, check_sender_access, check_recipient_access (access(5) tables with
+Postfix's key order and results: OK or a number, REJECT, DEFER, 4NN/5NN text, DUNNO, HOLD,
+DISCARD, a restriction or a restriction class), the DNS blocklists reject_rbl_client and
+reject_rhsbl_client / _reverse_client / _helo / _sender / _recipient (dnsbl.py; `554 5.7.1
+Service unavailable; Client host [ADDR] blocked using ZONE[; TXT reason]`,
+maps_rbl_reject_code). Not yet: check_policy_service and the other Postfix restrictions in
+`_NOT_YET` (logged at start and skipped, so a Postfix main.cf still starts), the other
+access actions (FILTER, REDIRECT, PREPEND, WARN: logged and treated as DUNNO).
 
 Failure modes: building a Checks raises ConfigError naming the parameter for an unknown
 restriction, a restriction missing its table, a class without a definition, or relay and
@@ -54,7 +57,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Protocol
 
 from sdmail.core.address import (
     is_address_literal,
@@ -68,6 +71,16 @@ from sdmail.core.records import RewriteContext
 from sdmail.core.tables import open_table
 from sdmail.core.tables.addr_find import LookupSettings, address_keys, search
 from sdmail.core.tables.table import Table, TableError
+from sdmail.smtpd.dnsbl import (
+    Blocklist,
+    BlocklistError,
+    Dns,
+    DnsFailure,
+    client_query,
+    domain_query,
+    listed,
+    parse_blocklist,
+)
 from sdmail.smtpd.replies import LOOKUP_FAILURE_TEXT, Reply, reply
 from sdmail.trivial_rewrite.resolve import (
     AddressClass,
@@ -86,6 +99,15 @@ _TEMPORARY_RELAY_CODE = 454  # defer_unauth_destination's reply code (Postfix's)
 _RELAY_STOPPERS = frozenset(
     {"reject_unauth_destination", "defer_unauth_destination", "reject", "defer"}
 )
+# DNS blocklists: what each looks up, and how its reply names it (Postfix's $rbl_class).
+_BLOCKLISTS: dict[str, str] = {
+    "reject_rbl_client": "Client host",
+    "reject_rhsbl_client": "Client host",
+    "reject_rhsbl_reverse_client": "Unverified Client host",
+    "reject_rhsbl_helo": "Helo command",
+    "reject_rhsbl_sender": "Sender address",
+    "reject_rhsbl_recipient": "Recipient address",
+}
 _TABLE_RESTRICTIONS = frozenset(
     {"check_client_access", "check_helo_access", "check_sender_access", "check_recipient_access"}
 )
@@ -125,12 +147,6 @@ _SIMPLE_RESTRICTIONS = frozenset(
 # Postfix restrictions sdmail does not do yet, with the number of arguments each takes: a
 # main.cf written for Postfix still starts; each is logged once at start and skipped.
 _NOT_YET: dict[str, int] = {
-    "reject_rbl_client": 1,
-    "reject_rhsbl_client": 1,
-    "reject_rhsbl_reverse_client": 1,
-    "reject_rhsbl_helo": 1,
-    "reject_rhsbl_sender": 1,
-    "reject_rhsbl_recipient": 1,
     "check_policy_service": 1,
     "check_reverse_client_hostname_access": 1,
     "check_client_mx_access": 1,
@@ -184,6 +200,7 @@ class CheckSettings:
     canonical_maps: tuple[str, ...]
     recipient_canonical_maps: tuple[str, ...]
     relay_domains_reject_code: int
+    maps_rbl_reject_code: int
     access_map_reject_code: int
     access_map_defer_code: int
     reject_code: int
@@ -254,37 +271,25 @@ class MailDomains(Protocol):
 
 
 class DnsMailDomains:
-    """MailDomains through dnspython's stub resolver (the system's resolv.conf)."""
+    """MailDomains through the process's resolver (dnsbl.Dns)."""
 
-    def __init__(self, lifetime: float = 10.0) -> None:
-        self.lifetime = lifetime
-        self._resolver: Any = None
+    def __init__(self, dns: Dns) -> None:
+        self.dns = dns
 
     def state(self, domain: str) -> DomainState:
         try:
-            import dns.exception  # noqa: PLC0415  (only smtpd needs dnspython)
-            import dns.resolver  # noqa: PLC0415
-        except ImportError:
-            log.warning("dnspython is not installed: cannot look up domain %s", domain)
-            return DomainState.UNKNOWN
-        try:
-            if self._resolver is None:
-                self._resolver = dns.resolver.Resolver()
-                self._resolver.lifetime = self.lifetime
-            resolver = self._resolver
-            answer = resolver.resolve(domain, "MX", raise_on_no_answer=False)
-            records = list(answer.rrset or [])
-            if records:
-                if len(records) == 1 and str(records[0].exchange) == ".":
+            mx = self.dns.lookup(domain, "MX")
+            if mx.nxdomain:
+                return DomainState.NOT_FOUND
+            if mx.records:
+                if len(mx.records) == 1 and mx.records[0].split()[-1] == ".":
                     return DomainState.NULL_MX
                 return DomainState.EXISTS
             for rdtype in ("A", "AAAA"):
-                if resolver.resolve(domain, rdtype, raise_on_no_answer=False).rrset:
+                if self.dns.lookup(domain, rdtype).records:
                     return DomainState.EXISTS
             return DomainState.NOT_FOUND
-        except dns.resolver.NXDOMAIN:
-            return DomainState.NOT_FOUND
-        except (dns.exception.DNSException, OSError):
+        except DnsFailure:
             return DomainState.UNKNOWN
 
 
@@ -323,6 +328,7 @@ class _Step:
     name: str
     tables: tuple[Table, ...] = ()
     argument: str = ""
+    blocklist: Blocklist | None = None
 
 
 @dataclass(frozen=True)
@@ -354,11 +360,13 @@ class Checks:
         cfg: Config,
         resolver: Resolver | None = None,
         domains: MailDomains | None = None,
+        dns: Dns | None = None,
     ) -> None:
         self.settings = s = bind(CheckSettings, cfg)
         self.resolver = resolver or Resolver(bind(ResolveSettings, cfg))
         self.rewrite_settings = self.resolver.settings
-        self.domains = domains or DnsMailDomains()
+        self.dns = dns or Dns()
+        self.domains = domains or DnsMailDomains(self.dns)
         self.lookup_settings = LookupSettings(
             recipient_delimiter=s.recipient_delimiter,
             owner_request_special=s.owner_request_special,
@@ -422,6 +430,13 @@ class Checks:
                 if spec is None:
                     raise ConfigError(f'restriction "{name}" needs a table', name=parameter)
                 steps.append(_Step(name, tuple(_open_tables([spec], parameter, self._tables))))
+            elif name in _BLOCKLISTS:
+                text = next(words, None)
+                try:
+                    blocklist = parse_blocklist(text or "")
+                except BlocklistError as exc:
+                    raise ConfigError(f"{name}: {exc}", name=parameter) from None
+                steps.append(_Step(name, argument=text or "", blocklist=blocklist))
             elif name in _NOT_YET:
                 argument = " ".join(next(words, "") for _ in range(_NOT_YET[name]))
                 shown = f"{name} {argument}".rstrip()
@@ -580,6 +595,8 @@ class Checks:
             return self._unknown_domain(evaluation, facts.sender, "Sender address", "4.1.8")
         if name in _LOGIN_MISMATCH:
             return self._sender_login_mismatch(facts, *_LOGIN_MISMATCH[name])
+        if step.blocklist is not None:
+            return self._blocklisted(facts, name, step.blocklist)
         if facts.recipient is None:
             return None  # a recipient restriction where there is no recipient yet
         if name == "reject_non_fqdn_recipient":
@@ -679,6 +696,34 @@ class Checks:
             suffix = ""
         text = f"<{given}>: Recipient address rejected: User unknown{suffix}"
         return Verdict(self._reply(code, "5.1.1", text))
+
+    # -- DNS blocklists ------------------------------------------------------------------------
+    def _blocklisted(self, facts: Facts, name: str, blocklist: Blocklist) -> Verdict | None:
+        what, query = self._blocklist_query(facts, name, blocklist.zone)
+        if query is None:
+            return None
+        listing = listed(self.dns, query, blocklist)
+        if listing is None:
+            return None
+        text = f"Service unavailable; {_BLOCKLISTS[name]} [{what}] blocked using {listing.zone}"
+        if listing.reason:
+            text += f"; {listing.reason}"
+        return Verdict(self._reply(self.settings.maps_rbl_reject_code, "5.7.1", text))
+
+    @staticmethod
+    def _blocklist_query(facts: Facts, name: str, zone: str) -> tuple[str, str | None]:
+        """(what the reply names, the DNS name to look up or None when there is nothing)."""
+        if name == "reject_rbl_client":
+            return facts.client_address, client_query(facts.client_address, zone)
+        if name in ("reject_rhsbl_client", "reject_rhsbl_reverse_client"):
+            return facts.client_name, domain_query(facts.client_name, zone)
+        if name == "reject_rhsbl_helo":
+            return facts.helo or "", domain_query(facts.helo or "", zone)
+        address = facts.sender if name == "reject_rhsbl_sender" else facts.recipient
+        if not address or "@" not in address:
+            return "", None
+        domain = split_address(address)[1]
+        return domain, domain_query(domain, zone)
 
     # -- SASL logins and sender addresses ------------------------------------------------------
     def _sender_login_mismatch(

@@ -35,6 +35,7 @@ from sdmail.core.config import Config, load_config
 from sdmail.core.skeleton import UsageError
 from sdmail.core.spool import Spool
 from sdmail.smtpd.checks import Checks, MailDomains
+from sdmail.smtpd.dnsbl import Dns
 from sdmail.smtpd.sasl import Sasl, build_sasl
 from sdmail.smtpd.session import SessionSettings
 from sdmail.smtpd.tls import ServerTls, server_tls
@@ -88,14 +89,19 @@ class Service:
 
 
 def build_service(
-    listener: str, cfg: Config, spools: dict[str, Spool], domains: MailDomains | None = None
+    listener: str,
+    cfg: Config,
+    spools: dict[str, Spool],
+    domains: MailDomains | None = None,
+    dns: Dns | None = None,
 ) -> Service:
-    """The Service of LISTENER under CFG; SPOOLS (by queue_directory) is shared and filled."""
+    """The Service of LISTENER under CFG; SPOOLS (by queue_directory) is shared and filled;
+    DNS is the process's resolver (a new one when None)."""
     settings = SessionSettings.from_config(cfg)
     queue_directory = cfg.get("queue_directory")
     if queue_directory not in spools:
         spools[queue_directory] = Spool(queue_directory)
-    checks = Checks(cfg, domains=domains)
+    checks = Checks(cfg, domains=domains, dns=dns)
     cleanup = Cleanup(cfg, spools[queue_directory])
     tls = server_tls(cfg)
     return Service(listener, cfg, settings, checks, cleanup, tls, build_sasl(cfg, tls.required))
