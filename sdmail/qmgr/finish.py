@@ -24,6 +24,7 @@ in active/, where the next qmgr start finds it).
 from __future__ import annotations
 
 import os
+import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -74,8 +75,10 @@ class Finisher:
     def finish(self, message: ActiveMessage) -> Finished:
         """Expire, notify, defer or remove MESSAGE; see the module docstring."""
         now = self.clock()
-        if message.deferred and self._expired(message, now):
-            self._expire(message)
+        if message.deferred:
+            forced = self._force_expired(message)
+            if forced or self._expired(message, now):
+                self._expire(message, forced=forced)
         notice, notice_failed = self._notify(message, now)
         if message.deferred or notice_failed:
             until = now + retry_delay(
@@ -95,8 +98,17 @@ class Finisher:
         lifetime = s.maximal_queue_lifetime if message.sender else s.bounce_queue_lifetime
         return is_expired(now, message.arrival, lifetime)
 
-    def _expire(self, message: ActiveMessage) -> None:
-        msg_info(message.queue_id, f"from=<{message.sender}>, status=expired, returned to sender")
+    def _force_expired(self, message: ActiveMessage) -> bool:
+        """`postsuper -e/-f` marks a message to expire with its owner-execute bit."""
+        try:
+            with self.queue.open(QueueName.ACTIVE, message.queue_id) as handle:
+                return bool(os.fstat(handle.fd).st_mode & stat.S_IXUSR)
+        except (spool.SpoolError, OSError):
+            return False
+
+    def _expire(self, message: ActiveMessage, *, forced: bool = False) -> None:
+        word = "force-expired" if forced else "expired"
+        msg_info(message.queue_id, f"from=<{message.sender}>, status={word}, returned to sender")
         for recipient, status in message.deferred.values():
             self.logs.bounced(message, recipient, status, log_line=False)
         with self.queue.open(QueueName.ACTIVE, message.queue_id, writable=True) as handle:

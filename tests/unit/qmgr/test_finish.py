@@ -149,6 +149,20 @@ def test_an_expired_message_returns_its_deferred_recipients(
     )
 
 
+def test_a_message_postsuper_marked_to_expire_is_returned_however_young(
+    round_: Round, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    message = round_.message(f"ann@{HOST}", age=60)
+    (round_.dir / "active" / message.queue_id).chmod(0o700)  # postsuper -e's mark
+    round_.defer(message)
+    finished = round_.finisher.finish(message)
+    assert finished.deferred_until is None and finished.notice is not None
+    assert logged(caplog, message.queue_id)[0] == (
+        f"from=<joe@{HOST}>, status=force-expired, returned to sender"
+    )
+
+
 def test_a_message_younger_than_its_lifetime_does_not_expire(round_: Round) -> None:
     message = round_.message(f"ann@{HOST}", age=5 * DAY - 10)
     round_.defer(message)
