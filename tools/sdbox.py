@@ -45,6 +45,7 @@ class Box:
         self.dir = root
         self.nspawn_pid = nspawn_pid
         self.pid = pid
+        self.process: subprocess.Popen[bytes] | None = None  # when this process booted it
 
     @property
     def root(self) -> Path:
@@ -72,24 +73,25 @@ class Box:
             target.unlink(missing_ok=True)
             target.symlink_to("/dev/null")
         (root / "usr/sbin/policy-rc.d").unlink(missing_ok=True)
-        log = open(directory / "boot.log", "wb")  # noqa: SIM115 (lives as long as nspawn)
-        nspawn = subprocess.Popen(
-            [
-                "systemd-nspawn",
-                "-D",
-                str(root),
-                "--register=no",
-                "--keep-unit",
-                "--private-network",
-                "-M",
-                f"{name}{os.getpid()}",
-                "-b",
-            ],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-        )
+        with open(directory / "boot.log", "wb") as log:  # nspawn keeps its own copy
+            nspawn = subprocess.Popen(
+                [
+                    "systemd-nspawn",
+                    "-D",
+                    str(root),
+                    "--register=no",
+                    "--keep-unit",
+                    "--private-network",
+                    "-M",
+                    f"{name}{os.getpid()}",
+                    "-b",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+            )
         box = cls(directory, nspawn.pid, 0)
+        box.process = nspawn
         try:
             box.pid = _wait_for_init(nspawn.pid)
             box.run("systemctl", "is-system-running", "--wait", check=False, timeout=120)
@@ -184,6 +186,9 @@ class Box:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(self.nspawn_pid, 9)
             time.sleep(1)
+        if self.process is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.process.wait(10)
         subprocess.run(["umount", str(self.root)], capture_output=True)
         if os.path.ismount(self.root):
             subprocess.run(["umount", "-l", str(self.root)], capture_output=True)
