@@ -262,10 +262,13 @@ def test_full_disk_exits_75_and_leaves_nothing_half_queued(mailsys: MailSystem) 
         mailsys.start("postdrop", sockets=("postdrop",))
         small = sendmail(mailsys, "bob", input=b"fits\n")
         assert small.returncode == 0, small.stderr
+        before = sorted(os.listdir(queue / "maildrop"))
+        assert len(before) == 1
         big = sendmail(mailsys, "bob", input=b"Subject: big\n\n" + b"z" * 400_000 + b"\n")
         assert big.returncode == 75
         assert big.stderr == b"sendmail: fatal: Error: queue file write error\n"
-        assert len(os.listdir(queue / "maildrop")) == 1  # the small one, and no partial file
+        # The small one is still there, and no partial file beside it.
+        assert sorted(os.listdir(queue / "maildrop")) == before, mailsys.log("postdrop")
     finally:
         subprocess.run(["umount", "-l", str(queue)], check=False)
 
