@@ -1,0 +1,5 @@
+import sys
+
+from sdmail.virtual.service import main
+
+sys.exit(main())
