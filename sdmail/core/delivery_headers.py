@@ -32,7 +32,11 @@ def shown_address(address: str) -> str:
     try:
         return quote_address(address)
     except AddressError:
-        return _CONTROL.sub("?", address)
+        cleaned = _CONTROL.sub("?", address)
+    try:
+        return quote_address(cleaned)
+    except AddressError:
+        return cleaned
 
 
 def envelope_headers(

@@ -71,3 +71,4 @@ def test_shown_addresses_are_what_email_parsers_read_back() -> None:
     headers = envelope_headers(return_path=None, original_to=None, delivered_to="a.b+c@x.test")
     assert message_from_bytes(headers + b"\n")["Delivered-To"] == "a.b+c@x.test"
     assert shown_address("bad\nname@x") == "bad?name@x"
+    assert shown_address("a b\nc@x") == '"a b?c"@x'
