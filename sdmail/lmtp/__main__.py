@@ -1,0 +1,5 @@
+import sys
+
+from sdmail.smtp.service import main
+
+sys.exit(main(mode="lmtp"))

@@ -1,0 +1,79 @@
+"""Certificates for TLS tests, made with the openssl command: a CA, and server certificates
+signed by it or by themselves, with the names asked for."""
+
+from __future__ import annotations
+
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class CertFiles:
+    cert: Path
+    key: Path
+
+
+def _openssl(*args: str, cwd: Path) -> None:
+    subprocess.run(["openssl", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def make_ca(directory: Path, name: str = "Test CA") -> CertFiles:
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key = directory / "ca.pem", directory / "ca.key"
+    _openssl(
+        "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        "-subj", f"/CN={name}", "-keyout", str(key), "-out", str(cert),
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+        cwd=directory,
+    )  # fmt: skip
+    return CertFiles(cert, key)
+
+
+def make_server_cert(
+    directory: Path, names: list[str], ca: CertFiles | None = None, stem: str = "server"
+) -> CertFiles:
+    """A certificate for NAMES (subjectAltName DNS), signed by CA or by itself."""
+    directory.mkdir(parents=True, exist_ok=True)
+    cert, key, csr = (directory / f"{stem}.{x}" for x in ("pem", "key", "csr"))
+    san = ",".join(f"DNS:{n}" for n in names)
+    if ca is None:
+        _openssl(
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-subj", f"/CN={names[0]}", "-keyout", str(key), "-out", str(cert),
+            "-addext", f"subjectAltName={san}",
+            cwd=directory,
+        )  # fmt: skip
+        return CertFiles(cert, key)
+    _openssl(
+        "req", "-new", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN={names[0]}",
+        "-keyout", str(key), "-out", str(csr),
+        cwd=directory,
+    )  # fmt: skip
+    extensions = directory / f"{stem}.ext"
+    extensions.write_text(f"subjectAltName={san}\n")
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca.cert), "-CAkey", str(ca.key),
+        "-CAcreateserial", "-days", "2", "-out", str(cert), "-extfile", str(extensions),
+        cwd=directory,
+    )  # fmt: skip
+    return CertFiles(cert, key)
+
+
+def spki_der(cert: Path) -> bytes:
+    """The certificate's SubjectPublicKeyInfo, DER, as openssl extracts it."""
+    pem = subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-noout", "-pubkey"],
+        check=True,
+        capture_output=True,
+    ).stdout
+    return subprocess.run(
+        ["openssl", "pkey", "-pubin", "-outform", "DER"], input=pem, check=True, capture_output=True
+    ).stdout
+
+
+def cert_der(cert: Path) -> bytes:
+    return subprocess.run(
+        ["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True
+    ).stdout
