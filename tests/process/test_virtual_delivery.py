@@ -19,6 +19,7 @@ from sdmail.core.deliver_request import DeliveryRequest, DeliveryResult, Request
 from sdmail.core.records import Envelope, QueueName, Recipient
 from sdmail.core.spool import Spool
 
+DEBIAN_PYTHON = "/usr/bin/python3"  # the interpreter the package runs on
 DOMAIN = "vdomain.test"
 CONTENT = b"Subject: virtual mailbox\nFrom: ann@example.org\n\nFrom me\nbody\n"
 
@@ -102,7 +103,7 @@ def test_maildir_delivery_lands_under_the_base_owned_by_the_mapped_uid(mailsys, 
 def test_mbox_delivery_and_a_catch_all_entry(mailsys, make_user):
     vmail = make_user()
     base = setup_virtual(mailsys, vmail, [f"@{DOMAIN}\tcatchall"])
-    mailsys.start("virtual", sockets=("virtual",))
+    mailsys.start("virtual", sockets=("virtual",), interpreter=DEBIAN_PYTHON)
     _, results = deliver(mailsys, f"anyone@{DOMAIN}", f"other@{DOMAIN}")
     assert results == [("sent", "2.0.0", "delivered to mailbox")] * 2
     text = (base / "catchall").read_bytes()

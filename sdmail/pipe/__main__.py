@@ -1,0 +1,5 @@
+import sys
+
+from sdmail.pipe.service import main
+
+sys.exit(main())
