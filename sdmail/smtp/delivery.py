@@ -354,9 +354,13 @@ class Delivery:
             self.kept.clear()
             return retry
         except ConversationFailed as exc:
-            self._bulk_fail(exc.status, session.endpoint.namaddrport, throttle=True)
             await session.close()
             self.kept.clear()
+            if session.tls and plan.level == "may" and plan.plaintext_fallback:
+                # Postfix retries after a TLS session failure as after a handshake failure.
+                msg_info(self.job.queue_id, f"{exc.status.text}; trying again without TLS")
+                return True
+            self._bulk_fail(exc.status, session.endpoint.namaddrport, throttle=True)
             return False
         counted[0] += 1
         if limit and counted[0] >= limit:

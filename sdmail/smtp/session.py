@@ -112,11 +112,10 @@ def _connect_status(endpoint: Endpoint, why: str) -> Status:
 
 
 def _oserror_text(exc: OSError) -> str:
-    if exc.strerror:
-        return exc.strerror
+    # asyncio's own texts ("Connect call failed (...)") are not what Postfix logs.
     if exc.errno:
         return os.strerror(exc.errno)
-    return str(exc) or type(exc).__name__
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 class Session:

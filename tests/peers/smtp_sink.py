@@ -11,7 +11,7 @@ one per line), `ehlo_reply` (instead of the keyword list, e.g. "502 5.5.1 no"), 
 `rcpt` (address -> reply line; others get `rcpt_default`), `data` (the reply to DATA),
 `dot` (the reply to the final dot; for LMTP a list, one per accepted recipient, or one
 line for all), `close_after` / `stall_after` (a verb after which the server hangs up or
-goes silent), `lmtp` (LHLO instead of EHLO), `tls` (an ssl.SSLContext: STARTTLS offered
+goes silent; `BODY` is after the message before its reply, `DOT` after that reply), `lmtp` (LHLO instead of EHLO), `tls` (an ssl.SSLContext: STARTTLS offered
 and done). `connections`, `max_concurrent` and `commands` count what happened.
 """
 
@@ -209,6 +209,8 @@ class SmtpSink:
                 count = len(accepted) if b.lmtp else 1
                 for index in range(count):
                     await self._say(writer, replies[min(index, len(replies) - 1)])
+                if b.close_after == "DOT":
+                    return
             elif verb == "RSET":
                 mail_from, rcpts, accepted = "", [], []
                 await self._say(writer, "250 2.0.0 Ok")
