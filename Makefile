@@ -3,7 +3,7 @@ PYTHON ?= python3
 
 .PHONY: check lint typecheck test system-test bench demo deb up down
 
-check: lint typecheck test
+check: lint typecheck test system-test
 
 lint:
 	$(PYTHON) -m ruff check sdmail tests bench tools
