@@ -210,6 +210,9 @@ class Delivery:
     async def _unix(self, destination: UnixDestination) -> None:
         endpoint = Endpoint(self.settings.shared.myhostname, destination.path, 0)
         self.final_server = True
+        reused = self.client.cache.take(self.label)
+        if reused is not None and await self._reuse(reused, final=True):
+            return
         level = (
             "none" if self.settings.tls.level in ("", "none", "may") else self.settings.tls.level
         )

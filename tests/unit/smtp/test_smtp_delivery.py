@@ -802,3 +802,53 @@ def test_a_tls_session_that_breaks_defers_a_new_message(world, pki) -> None:
         world.client("smtp_tls_security_level = may\n"), job(f"[{world.addresses[0]}]", "a@x.test")
     )
     assert outcome.verdicts[0].status.dsn == "4.4.2"
+
+
+# -- LMTP -----------------------------------------------------------------------------------------
+def lmtp_deliver(client: Client, the_job: Job) -> Outcome:
+    async def run() -> Outcome:
+        try:
+            return await Delivery(client, the_job, "lmtp", 0).run()
+        finally:
+            await client.cache.close_all(1)
+
+    return asyncio.run(run())
+
+
+def test_lmtp_reads_one_reply_per_accepted_recipient(world) -> None:
+    sink = world.sink(
+        0,
+        lmtp=True,
+        rcpt={"nobody@x.test": "550 5.1.1 <nobody@x.test> User doesn't exist"},
+        dot=["250 2.0.0 <a@x.test> Saved", "452 4.2.2 <b@x.test> Quota exceeded"],
+    )
+    outcome = lmtp_deliver(
+        world.client(mode="lmtp"),
+        job(f"inet:[{world.addresses[0]}]", "a@x.test", "nobody@x.test", "b@x.test"),
+    )
+    a = world.addresses[0]
+    assert words(outcome) == [
+        ("2.0.0", "250 2.0.0 <a@x.test> Saved"),
+        (
+            "5.1.1",
+            f"host {a}[{a}] said: 550 5.1.1 <nobody@x.test> User doesn't exist "
+            "(in reply to RCPT TO command)",
+        ),
+        (
+            "4.2.2",
+            f"host {a}[{a}] said: 452 4.2.2 <b@x.test> Quota exceeded "
+            "(in reply to end of DATA command)",
+        ),
+    ]
+    assert sink.commands[0] == "LHLO client.example.test"
+
+
+def test_lmtp_never_looks_up_mx_records(world) -> None:
+    sink = world.sink(0, lmtp=True)
+    world.zone(
+        {("lmtp.example.test", "A"): [world.addresses[0]], ("lmtp.example.test", "MX"): ["10 x."]}
+    )
+    outcome = lmtp_deliver(world.client(mode="lmtp"), job("lmtp.example.test", "a@x.test"))
+    assert outcome.verdicts[0].status.dsn == "2.0.0"
+    assert len(sink.messages) == 1
+    assert ("lmtp.example.test", "MX") not in world.dns.queries
