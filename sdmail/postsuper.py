@@ -86,6 +86,7 @@ from sdmail.core.spool import (
     SpoolError,
     lock_exclusive,
     make_queue_id,
+    unlock,
     valid_queue_id,
 )
 from sdmail.core.trigger import SCAN_DEFERRED, WAKEUP, trigger
@@ -286,6 +287,7 @@ class Superintendent:
             # pickup makes a new queue file of it; a flag of the old one means nothing there.
             os.fchmod(handle.fileno(), QUEUE_FILE_MODE)
             os.utime(handle.fileno())
+            unlock(handle)  # pickup sees it at once: it must not find it locked
             self.spool.move(queue_id, queue, MAILDROP)
             msg_info(queue_id, "requeued")
         elif action is Action.HOLD:
@@ -293,6 +295,9 @@ class Superintendent:
             msg_info(queue_id, "placed on hold")
             self.tally.moved_for_qmgr = True
         elif action is Action.RELEASE:
+            # qmgr's inotify sees the file in deferred/ at once; locked, it would take it
+            # for one an agent still delivers and put it aside for a minute.
+            unlock(handle)
             self.spool.move(queue_id, queue, DEFERRED)
             msg_info(queue_id, "released from hold")
             self.tally.moved_for_qmgr = True
@@ -309,6 +314,7 @@ class Superintendent:
         self.tally.add(_KINDS[Action.EXPIRE].summary)
         self.tally.moved_for_qmgr = True
         if release and handle.queue == HOLD:
+            unlock(handle)  # as for RELEASE: qmgr must not find it locked
             self.spool.move(handle.queue_id, HOLD, DEFERRED)
             msg_info(handle.queue_id, "released from hold")
             self.tally.add(_KINDS[Action.RELEASE].summary)
