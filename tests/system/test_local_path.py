@@ -95,3 +95,30 @@ def test_journal_has_the_delivery_line_and_follows_one_message_by_queue_id(box, 
     ).stdout
     components = {json.loads(line).get("SDMAIL_COMPONENT") for line in followed.splitlines()}
     assert {"pickup", "qmgr", "local"} <= components, components
+
+
+def test_reinstalling_over_a_running_system_keeps_queued_mail(box, user):
+    """A message waiting in the queue (here: put on hold while qmgr was stopped) is still
+    there after `apt-get install --reinstall` of the package over the running system."""
+    held = marker()
+    # Its trigger socket would start it again at the first wake-up: stop both.
+    box.run("systemctl", "stop", "sdmail-qmgr.socket", "sdmail-qmgr.service", "sdmail-qmgr.timer")
+    try:
+        send_as(box, "root", user, held)
+        assert box.wait_for("postqueue -j | grep -q incoming", 30)
+        queue_id = json.loads(box.run("postqueue", "-j").stdout.splitlines()[0])["queue_id"]
+        box.run("postsuper", "-h", queue_id)
+        box.run(
+            "bash",
+            "-c",
+            "DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --reinstall "
+            "/var/tmp/sdbox-pkgs/sdmail_*.deb",
+            timeout=600,
+        )
+        assert box.run("systemctl", "is-active", "sdmail").stdout.strip() == "active"
+        assert f"{queue_id}!" in box.run("postqueue", "-p").stdout
+    finally:
+        box.run("systemctl", "start", "sdmail.service", "sdmail-qmgr.socket", "sdmail-qmgr.timer")
+        box.run("systemctl", "start", "sdmail-qmgr.service", check=False)
+    box.run("postsuper", "-H", queue_id)
+    assert box.wait_for(f"grep -q {held} /var/mail/{user}", 60)
