@@ -8,7 +8,9 @@ while qmgr runs).
 Four feeders take messages into the active queue while it holds fewer than
 qmgr_message_active_limit of them, taking turns between the incoming scan, the
 deferred scan and the deferred files inotify named, so that a deferred backlog
-cannot starve new mail (intake.take does the work).  A message's recipients are
+cannot starve new mail (intake.take does the work).  A queue ID is taken by one
+feeder at a time: a name found again while it is being taken or is active (the
+next scan pass, inotify) is passed over.  A message's recipients are
 grouped by (transport, next hop) into requests of at most the transport's
 recipient limit and queued in the scheduler (schedule.py); every delivery the
 scheduler hands out is one connection to the agent (dispatch.py).  Results:
@@ -188,6 +190,7 @@ class Qmgr:
         self.settings = self.setup.settings  # queue and socket directories: from the start
         self.scheduler: Scheduler[Entry] = Scheduler()
         self.active: dict[str, ActiveMessage] = {}
+        self.taking: set[str] = set()  # queue IDs a feeder is taking in now
         self.incoming = QueueScan(queue, QueueName.INCOMING)
         self.deferred = QueueScan(queue, QueueName.DEFERRED)
         self.named = _NamedDeferred()
@@ -387,8 +390,19 @@ class Qmgr:
                     return None
 
     async def _take(self, queue: QueueName, queue_id: str, ignore_time: bool) -> None:
-        if queue_id in self.active or not valid_queue_id(queue_id):
+        # A name comes again while a feeder still takes it: the next scan pass lists the
+        # file until it has left its queue, and inotify names deferred files the deferred
+        # scan finds too.  A second take would find active/ID taken, fail, and put the
+        # first one's file back to rest in incoming/.
+        if queue_id in self.active or queue_id in self.taking or not valid_queue_id(queue_id):
             return
+        self.taking.add(queue_id)
+        try:
+            await self._take_one(queue, queue_id, ignore_time)
+        finally:
+            self.taking.discard(queue_id)
+
+    async def _take_one(self, queue: QueueName, queue_id: str, ignore_time: bool) -> None:
         setup = self.setup
         try:
             intake: Intake = await asyncio.to_thread(
