@@ -140,7 +140,7 @@ class Box:
         self,
         *command: str,
         check: bool = True,
-        timeout: float = 120,
+        timeout: float = 300,
         input: str | None = None,
         user: str | None = None,
     ) -> subprocess.CompletedProcess[str]:
