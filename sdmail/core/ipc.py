@@ -19,12 +19,14 @@ before a frame starts.  OSError from the socket passes through.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import socket
 import struct
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
+
+if TYPE_CHECKING:
+    import asyncio
 
 PROTOCOL_VERSION: Final = 1
 MAX_HEADER: Final = 1 << 20  # a frame's JSON line; recipients lists fit with room to spare
@@ -122,7 +124,11 @@ def request(
 
 
 # -- asyncio streams --------------------------------------------------------------------------
+# asyncio is imported where it is used: sendmail, which only sends and receives on a
+# blocking socket, would otherwise load it on every call (about a quarter of its start-up).
 async def read_frame(reader: asyncio.StreamReader, max_payload: int | None = None) -> Frame:
+    import asyncio  # noqa: PLC0415 (loaded already by whoever has a StreamReader)
+
     try:
         line = await reader.readuntil(b"\n")
     except asyncio.IncompleteReadError as exc:

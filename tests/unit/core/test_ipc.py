@@ -94,6 +94,26 @@ def test_async_reader_reads_what_the_blocking_writer_sends():
     assert (first.header["op"], first.payload, second.header["op"]) == ("a", b"12345", "b")
 
 
+@pytest.mark.parametrize(
+    ("data", "limit", "message"),
+    [
+        (b'{"v": 1', 2**16, "frame header cut short"),
+        (b'{"v": 1, "payload": 10}\nshort', 2**16, "payload cut short: 5 of 10 bytes"),
+        (b'{"v": 1, "op": "' + b"x" * 100 + b'"}\n', 32, "frame header too long"),
+    ],
+)
+def test_async_reader_turns_bad_streams_into_protocol_errors(data, limit, message):
+    # These are the paths that name asyncio's exceptions, which ipc imports only there.
+    async def main():
+        reader = asyncio.StreamReader(limit=limit)
+        reader.feed_data(data)
+        reader.feed_eof()
+        await read_frame(reader)
+
+    with pytest.raises(ProtocolError, match=message):
+        asyncio.run(main())
+
+
 def test_peer_credentials_name_the_other_process():
     left, right = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     with left, right:
