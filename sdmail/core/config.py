@@ -24,7 +24,6 @@ reported in `Config.warnings` (daemons log them).
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 from collections.abc import Iterator, Mapping, Sequence
@@ -413,11 +412,11 @@ class Config:
     __slots__ = (
         "_defaults",
         "_main",
+        "_main_cf_text",
         "_overrides",
         "_raw",
         "_values",
         "config_dir",
-        "digest",
         "warnings",
     )
 
@@ -428,10 +427,10 @@ class Config:
         overrides: Mapping[str, Setting],
         *,
         strict: bool = True,
-        digest: str = "",
+        main_cf_text: str = "",
     ) -> None:
         self.config_dir = config_dir
-        self.digest = digest
+        self._main_cf_text = main_cf_text
         self._main = MappingProxyType(dict(main))
         self._overrides = MappingProxyType(dict(overrides))
         explicit_domain = self._explicit_value("mydomain")
@@ -467,6 +466,11 @@ class Config:
             self._validate(where)
         undefined = [f"undefined parameter: ${name}" for name in sorted(expander.undefined)]
         self.warnings = tuple(problems + undefined)
+
+    @property
+    def digest(self) -> str:
+        """The digest of the main.cf text this configuration was read from (text_digest)."""
+        return text_digest(self._main_cf_text)
 
     def _explicit_value(self, name: str) -> str | None:
         setting = self._overrides.get(name) or self._main.get(name)
@@ -605,11 +609,14 @@ def load_config(
     for override in overrides:
         setting = parse_override(override)
         extra[setting.name] = setting
-    return Config(directory, main, extra, strict=strict, digest=text_digest(text))
+    return Config(directory, main, extra, strict=strict, main_cf_text=text)
 
 
 def text_digest(text: str) -> str:
     """A short digest of main.cf's text: how a reload tells which file a process runs with."""
+    # hashlib loads OpenSSL (~2 ms): only daemons, which name the digest in STATUS=, pay it.
+    import hashlib  # noqa: PLC0415
+
     return hashlib.sha256(text.encode("utf-8", "surrogateescape")).hexdigest()[:16]
 
 

@@ -15,6 +15,7 @@ from sdmail.core.config import (
     bind,
     load_config,
     logical_lines,
+    main_cf_digest,
     parse_main_cf,
     split_list,
 )
@@ -117,6 +118,14 @@ def test_overrides_win_over_main_cf(tmp_path):
     assert cfg.get("smtpd_banner") == "hi"
     assert "max_idle" in cfg.explicit()  # explicit() is main.cf alone
     assert cfg.overrides()["max_idle"].value == "20s"
+
+
+def test_the_digest_names_the_main_cf_text_the_config_was_read_from(tmp_path):
+    cfg = config_with(tmp_path, "max_idle = 10s\n")
+    assert len(cfg.digest) == 16 and cfg.digest == main_cf_digest(tmp_path)
+    (tmp_path / "main.cf").write_text("max_idle = 20s\n")
+    assert main_cf_digest(tmp_path) != cfg.digest  # the running config still names its text
+    assert load_config(tmp_path).digest == main_cf_digest(tmp_path)
 
 
 @pytest.mark.parametrize(
