@@ -100,6 +100,8 @@ class Submission:
 
     Addresses are in internal form (core/address.parse_path): the empty sender is
     the null sender.  `uid` is the submitting user for local mail.
+    `received_comments` are smtpd's comment lines for Received: (TLS, SASL user),
+    written between its `from` and `by` lines; only SMTP mail has them.
     """
 
     sender: str
@@ -115,6 +117,7 @@ class Submission:
     body_type: BodyType | None = None
     arrival: float | None = None
     hold: bool = False
+    received_comments: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -344,6 +347,7 @@ class Cleanup:
                 queue_id=queue_id,
                 recipients=rcpts,
                 when=arrival,
+                comments=submission.received_comments,
             )
         if submission.origin is Origin.FORWARD:
             return None  # the agent wrote its own Received: with the original queue ID

@@ -3,6 +3,8 @@
 Shapes are Postfix's (cleanup_message.c, smtpd.c, pickup.c):
 
     Received: from HELO (NAME [ADDR])              mail from an SMTP client
+        (using TLSv1.3 with cipher ...)            smtpd's comment lines, when it has any
+        (Authenticated sender: USER)               (smtpd_tls_received_header, ..._sasl_...)
         by MYHOSTNAME (MAIL_NAME) with ESMTP id QUEUEID
         for <rcpt@example.org>; DATE               ("id QUEUEID;" and DATE alone
                                                     when there is not exactly one recipient)
@@ -15,13 +17,16 @@ Shapes are Postfix's (cleanup_message.c, smtpd.c, pickup.c):
     From: Full Name <sender@example.org>  |  From: sender@example.org  |  From: MAILER-DAEMON
 
 When the message has any Resent- header, the Resent- variants are added instead.
-Nothing here fails: every input is text already checked by the caller.
+Nothing here fails: every input is text already checked by the caller, except that
+a control character in a comment line (a line break above all, which would end the
+header early) is written as `?`.
 """
 
 from __future__ import annotations
 
 import re
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.header import Header
 
@@ -30,6 +35,7 @@ from sdmail.core.address import quote_address
 from sdmail.core.maildate import mail_date
 
 _PHRASE_SPECIALS = re.compile(r'[()<>@,;:\\".\[\]]')
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True)
@@ -50,10 +56,15 @@ def received_from_smtp(
     queue_id: str,
     recipients: list[str],
     when: float,
+    comments: Sequence[str] = (),
 ) -> HeaderField:
+    """Received: for mail from an SMTP client; each of COMMENTS (smtpd's lines such as
+    `(Authenticated sender: joe)`) on a line of its own between `from` and `by` (a blank
+    one is left out: a header line of white space alone would end the header early)."""
     literal = f"IPv6:{client.address}" if ":" in client.address else client.address
     lines = [
         f"from {client.helo or client.name} ({client.name} [{literal}])",
+        *(f"\t{_CONTROL.sub('?', comment)}" for comment in comments if comment.strip()),
         f"\tby {myhostname} ({mail_name}) with {client.protocol} id {queue_id}",
     ]
     _add_for_and_date(lines, recipients, when)

@@ -50,7 +50,6 @@ Each gets Postfix's reply with an enhanced status code; an error in one session 
 ends the process.
 
 NOT YET: check_policy_service and a few other restrictions (skipped with a warning), ETRN,
-the Received: comment lines of smtpd_tls_received_header and smtpd_sasl_authenticated_header
-(cleanup writes Received: and takes no comment lines yet; `Session.received_comments` has
-them ready).
+and the key-exchange part of smtpd_tls_received_header's comment (Python's ssl does not
+tell the key exchange or the server signature).
 """

@@ -75,6 +75,8 @@ STATISTICS_ORDER = (
     "unknown",
 )
 # Commands after which the client must wait for the reply (RFC 2920 and Postfix's table).
+# Postfix's Received: line after the TLS one when it did not ask for a client certificate.
+NO_CLIENT_CERTIFICATE = "(No client certificate requested)"
 ENDS_PIPELINE_GROUP = frozenset({"HELO", "EHLO", "DATA", "NOOP", "VRFY", "STARTTLS", "QUIT"})
 _JUNK_COMMANDS = frozenset({"NOOP", "VRFY", "RSET", "ETRN"})
 _XTEXT_CHARS = frozenset(chr(c) for c in range(33, 127)) - {"+", "="}
@@ -196,12 +198,14 @@ class Session:
     def received_comments(self) -> tuple[str, ...]:
         """The comment lines Postfix's smtpd puts in Received: between `from` and `by`.
 
-        `(using TLSv1.3 with cipher ...)` with smtpd_tls_received_header, `(Authenticated
-        sender: USER)` with smtpd_sasl_authenticated_header. Not in the queue file yet: the
-        cleanup library writes Received: and has no place for them (see __init__.py)."""
+        `(using TLSv1.3 with cipher ...)` and `(No client certificate requested)` (smtpd
+        never asks for one) with smtpd_tls_received_header, `(Authenticated sender: USER)`
+        with smtpd_sasl_authenticated_header. They go to cleanup with the Submission,
+        which writes Received:."""
         lines = []
         if self.tls is not None and self.service.tls.received_header:
             lines.append(self.tls.received_comment())
+            lines.append(NO_CLIENT_CERTIFICATE)
         if self.sasl_username is not None and self.settings.smtpd_sasl_authenticated_header:
             lines.append(f"(Authenticated sender: {self.sasl_username})")
         return tuple(lines)
@@ -745,6 +749,7 @@ class Session:
             smtputf8=transaction.smtputf8,
             body_type=transaction.body_type,
             hold=Action.HOLD in actions,
+            received_comments=self.received_comments(),
         )
         try:
             accepted = self.service.cleanup.submit(submission, content)

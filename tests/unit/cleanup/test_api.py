@@ -141,6 +141,25 @@ def test_remote_smtp_client_gets_smtpd_received_and_no_added_headers(gate, caplo
     assert logged(caplog, qid) == ["message-id=<>"]
 
 
+def test_smtpds_received_comments_reach_the_queue_file(gate):
+    _, content, qid = submit_at(
+        gate,
+        b"Subject: x\n\nbody\n",
+        "bob@example.org",
+        sender="alice@remote.example",
+        origin=Origin.SMTP,
+        client=remote(),
+        received_comments=("(Authenticated sender: alice)",),
+    )
+    assert content.startswith(
+        (
+            "Received: from client.example (client.example [192.0.2.1])\n"
+            "\t(Authenticated sender: alice)\n"
+            f"\tby {HOST} (sdmail) with ESMTP id {qid}\n"
+        ).encode()
+    )
+
+
 def test_client_on_a_local_interface_is_local(gate):
     _, content, _ = submit_at(
         gate,

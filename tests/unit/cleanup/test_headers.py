@@ -63,6 +63,70 @@ def test_received_from_smtp_with_two_recipients_and_ipv6_without_helo():
     )
 
 
+TLS_COMMENTS = (
+    "(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))",
+    "(No client certificate requested)",
+    "(Authenticated sender: joe)",
+)
+
+
+def test_received_from_smtp_puts_smtpds_comments_between_from_and_by():
+    client = SmtpClient("client.example", "mx.client.example", "192.0.2.1", "ESMTPSA")
+    field = received_from_smtp(
+        client,
+        myhostname="mail.example.com",
+        mail_name="sdmail",
+        queue_id="QID",
+        recipients=["u@example.com"],
+        when=WHEN,
+        comments=TLS_COMMENTS,
+    )
+    assert field.raw == (
+        b"Received: from client.example (mx.client.example [192.0.2.1])\n"
+        b"\t(using TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits))\n"
+        b"\t(No client certificate requested)\n"
+        b"\t(Authenticated sender: joe)\n"
+        b"\tby mail.example.com (sdmail) with ESMTPSA id QID\n"
+        b"\tfor <u@example.com>; Mon, 24 Nov 2025 21:51:01 +0000 (UTC)"
+    )
+
+
+def test_received_comments_with_two_recipients_keep_the_date_line():
+    client = SmtpClient("client.example", "unknown", "192.0.2.1", "ESMTPA")
+    field = received_from_smtp(
+        client,
+        myhostname="h.example",
+        mail_name="sdmail",
+        queue_id="QID",
+        recipients=["a@x", "b@x"],
+        when=WHEN,
+        comments=("(Authenticated sender: joe)",),
+    )
+    assert field.raw == (
+        b"Received: from client.example (unknown [192.0.2.1])\n"
+        b"\t(Authenticated sender: joe)\n"
+        b"\tby h.example (sdmail) with ESMTPA id QID;\n"
+        b"\tMon, 24 Nov 2025 21:51:01 +0000 (UTC)"
+    )
+
+
+def test_a_line_break_in_a_comment_cannot_add_a_header():
+    client = SmtpClient("client.example", "unknown", "192.0.2.1", "ESMTPA")
+    field = received_from_smtp(
+        client,
+        myhostname="h.example",
+        mail_name="sdmail",
+        queue_id="QID",
+        recipients=["a@x"],
+        when=WHEN,
+        comments=("(Authenticated sender: joe\r\nX-Injected: yes)", " \t ", ""),
+    )
+    message = parse(field.raw + b"\nSubject: s\n\nbody\n")
+    assert [h.name for h in message.headers] == ["Received", "Subject"]
+    assert field.raw.split(b"\n")[1] == b"\t(Authenticated sender: joe??X-Injected: yes)"
+    assert field.raw.split(b"\n")[2].startswith(b"\tby h.example ")
+
+
 def test_received_from_pickup_names_the_uid():
     field = received_local(
         myhostname="h.example", mail_name="sdmail", queue_id="QID", when=WHEN, uid=1000
