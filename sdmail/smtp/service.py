@@ -104,6 +104,7 @@ class Service:
             thread_name_prefix="delivery",
         )
         self.loop: asyncio.AbstractEventLoop | None = None
+        self.wake = asyncio.Event()  # a request ended: time to check max_use and max_idle
 
     def _reload(self, cfg: Config) -> None:
         self.client = make_client(cfg, self.mode, self.client.cache)
@@ -112,31 +113,55 @@ class Service:
     async def run(self) -> int:
         self.loop = asyncio.get_running_loop()
         listeners = self._listeners()
-        servers = [
-            await asyncio.start_unix_server(self._serve_connection, sock=listener)
-            for listener in listeners
-        ]
+        accepting = [self.loop.create_task(self._accept(listener)) for listener in listeners]
         self.ctx.add_reload_hook(self._reload)
         self.ctx.ready()
         lifetime = self.ctx.lifetime
+        stopped = asyncio.ensure_future(self.ctx.stopped())
         try:
-            while not self.ctx.stopping:
-                if lifetime.should_exit():
-                    break
-                if lifetime.used_up():
-                    for server in servers:
-                        server.close()
-                idle = lifetime.seconds_until_idle_exit()
-                await self.ctx.wait(1.0 if idle is None else min(idle, 1.0) or 0.01)
+            while not self.ctx.stopping and not lifetime.should_exit():
+                self.wake.clear()
+                woken = asyncio.ensure_future(self.wake.wait())
+                await asyncio.wait(
+                    {stopped, woken},
+                    timeout=lifetime.seconds_until_idle_exit(),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                woken.cancel()
         finally:
-            for server in servers:
-                server.close()
-            if self.tasks:
+            stopped.cancel()
+            for task in accepting:
+                task.cancel()
+            await asyncio.gather(*accepting, return_exceptions=True)
+            while self.tasks:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.client.cache.close_all(self.client.settings.quit_timeout)
             self.workers.shutdown(wait=True)
             self.spool.close()
+            for listener in listeners:
+                listener.close()
         return 0
+
+    async def _accept(self, listener: socket.socket) -> None:
+        """Take connections one at a time until max_use: a connection taken counts as a
+        use at once, so the process never exits holding one it has not answered, and the
+        ones it leaves wait on the socket for the next process (systemd starts it)."""
+        loop = asyncio.get_running_loop()
+        lifetime = self.ctx.lifetime
+        while not self.ctx.stopping and not lifetime.used_up():
+            try:
+                conn, _ = await loop.sock_accept(listener)
+            except (BlockingIOError, InterruptedError):
+                continue
+            except OSError as exc:
+                log.warning("accept: %s", exc)
+                await asyncio.sleep(0.1)
+                continue
+            lifetime.begin_use()
+            task = loop.create_task(self._serve_connection(conn))
+            self.tasks.add(task)
+            task.add_done_callback(self.tasks.discard)
+        self.wake.set()
 
     def _listeners(self) -> list[socket.socket]:
         wanted = SOCKETS[self.mode]
@@ -159,14 +184,15 @@ class Service:
         return listeners
 
     # -- one qmgr connection ---------------------------------------------------------------------
-    async def _serve_connection(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
-    ) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        self.ctx.lifetime.begin_use()
+    async def _serve_connection(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn)
+        except OSError as exc:
+            conn.close()
+            log.warning("cannot serve a connection: %s", exc)
+            self.ctx.lifetime.end_use()
+            self.wake.set()
+            return
         try:
             await self._answer(reader, writer)
         finally:
@@ -174,6 +200,7 @@ class Service:
             with contextlib.suppress(OSError):
                 await writer.wait_closed()
             self.ctx.lifetime.end_use()
+            self.wake.set()
 
     async def _answer(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         sock = cast(socket.socket, writer.get_extra_info("socket"))

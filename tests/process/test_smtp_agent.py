@@ -15,9 +15,11 @@ import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from sdmail.core.ipc import encode_frame
 from sdmail.core.records import DsnRet, Notify, Recipient
 from tests.peers.dns_server import DnsServer
 from tests.peers.postfix_tools import PostfixSmtpSink, postfix_root
@@ -217,8 +219,6 @@ def test_a_caller_other_than_root_or_mail_owner_is_refused(mailsys, sink) -> Non
         "s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); s.sendall(sys.argv[2].encode())\n"
         "try:\n    print(repr(s.recv(100)))\nexcept ConnectionResetError:\n    print('reset')\n"
     )
-    from sdmail.core.ipc import encode_frame
-
     frame = encode_frame(request.to_header()).decode()
     done = subprocess.run(
         ["runuser", "-u", "nobody", "--", DEBIAN_PYTHON, "-c", script,
@@ -271,3 +271,45 @@ def test_the_agent_exits_when_idle(mailsys, sink) -> None:
     assert process.wait(15) == 0
     assert time.monotonic() - started < 10
     assert "QUIT" in sink.commands
+
+
+def test_after_max_use_waiting_requests_go_to_the_next_process(mailsys, sink) -> None:
+    """The listening socket outlives the agent, as systemd keeps it: the agent answers
+    max_use requests, exits 0, and the request it left waits for the next process."""
+    mailsys.write_main_cf("max_use = 2\n")
+    path = mailsys.socket_path("smtp")
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    listener.bind(str(path))
+    listener.listen(16)
+
+    def agent() -> subprocess.Popen[bytes]:
+        def place() -> None:
+            os.dup2(listener.fileno(), 3)
+
+        env = {**mailsys.env, "LISTEN_FDS": "1", "LISTEN_FDNAMES": "smtp"}
+        command = [sys.executable, "-m", "sdmail.smtp", "-c", str(mailsys.config_dir)]
+        with open(mailsys.root / "smtp.log", "ab") as log:
+            return subprocess.Popen(
+                ["/bin/sh", "-c", 'LISTEN_PID=$$ exec "$@"', "sh", *command],
+                env=env,
+                close_fds=False,
+                preexec_fn=place,  # noqa: PLW1509 (no threads yet)
+                stderr=log,
+            )
+
+    first = agent()
+    requests = [
+        queue_message(mailsys, [f"r{i}@example.test"], nexthop=f"[127.0.0.1]:{sink.port}")
+        for i in range(3)
+    ]
+    with ThreadPoolExecutor(3) as pool:
+        answers = [pool.submit(ask, mailsys, request) for request in requests]
+        assert first.wait(30) == 0
+        time.sleep(0.5)
+        assert sum(a.done() for a in answers) == 2  # the third waits, not reset
+        second = agent()
+        results = [a.result(timeout=30) for a in answers]
+    assert [r.recipients[0].status for r in results] == ["sent"] * 3
+    second.send_signal(signal.SIGTERM)
+    assert second.wait(10) == 0
+    listener.close()
