@@ -36,17 +36,11 @@ import ipaddress
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import dns.asyncresolver
-import dns.exception
-import dns.flags
-import dns.name
-import dns.rdata
-import dns.resolver
-from dns.rdtypes.ANY.MX import MX
-from dns.rdtypes.ANY.TLSA import TLSA
-from dns.rdtypes.IN.A import A
-from dns.rdtypes.IN.AAAA import AAAA
+if TYPE_CHECKING:
+    import dns.asyncresolver
+    import dns.rdata
 
 DEFAULT_RESOLV_CONF = Path("/etc/resolv.conf")
 _DNS_PORT = 53
@@ -187,10 +181,24 @@ def _option_number(option: str, value: str, low: int, high: int, where: str) -> 
 # Look-ups
 # --------------------------------------------------------------------------------------
 class Resolver:
-    """Look-ups through the servers of CONFIG, with a cache that honours the records' TTLs."""
+    """Look-ups through the servers of CONFIG, with a cache that honours the records' TTLs.
+
+    dnspython is imported at the first look-up, not before: it pulls in HTTP libraries
+    for DNS over HTTPS, a good part of a second's start of an agent that may need no DNS
+    at all (a relayhost given by address)."""
 
     def __init__(self, config: ResolverConfig) -> None:
         self.config = config
+        self._backend: dns.asyncresolver.Resolver | None = None
+
+    def _resolver(self) -> dns.asyncresolver.Resolver:
+        if self._backend is not None:
+            return self._backend
+        import dns.asyncresolver  # noqa: PLC0415 (see the class docstring)
+        import dns.flags  # noqa: PLC0415
+        import dns.resolver  # noqa: PLC0415
+
+        config = self.config
         resolver = dns.asyncresolver.Resolver(configure=False)
         resolver.nameservers = list(config.nameservers)
         resolver.port = config.port
@@ -201,13 +209,16 @@ class Resolver:
         # server to validate.
         resolver.flags = dns.flags.RD | dns.flags.AD
         resolver.use_edns(0, dns.flags.DO, _EDNS_PAYLOAD)
-        self._resolver = resolver
+        self._backend = resolver
+        return resolver
 
     async def mx(self, domain: str) -> MxAnswer:
         """DOMAIN's MX records, most preferred first (their order among equals as received).
 
         NODATA is an answer without records (the caller falls back to the domain's own
         addresses); NXDOMAIN is DnsError NOT_FOUND."""
+        from dns.rdtypes.ANY.MX import MX  # noqa: PLC0415
+
         records, secure = await self._query(domain, "MX")
         found = [
             MxRecord(int(r.preference), _host_text(r.exchange))
@@ -222,6 +233,9 @@ class Resolver:
 
         When both families fail the most hopeful failure is raised: try again, then not
         found, then no data."""
+        from dns.rdtypes.IN.A import A  # noqa: PLC0415
+        from dns.rdtypes.IN.AAAA import AAAA  # noqa: PLC0415
+
         wanted = [t for t, on in (("A", ipv4), ("AAAA", ipv6)) if on]
         if not wanted:
             raise ValueError("no address family asked for")
@@ -249,6 +263,8 @@ class Resolver:
     async def tlsa(self, host: str, port: int) -> TlsaAnswer:
         """The TLSA records of `_PORT._tcp.HOST`; none (NXDOMAIN, NODATA) is an empty answer,
         secure when the denial was validated. DnsError only when the look-up failed."""
+        from dns.rdtypes.ANY.TLSA import TLSA  # noqa: PLC0415
+
         name = f"_{port}._tcp.{host}"
         try:
             records, secure = await self._query(name, "TLSA")
@@ -265,14 +281,18 @@ class Resolver:
 
     async def _query(self, name: str, rdtype: str) -> tuple[list[dns.rdata.Rdata], bool]:
         """The records of NAME's RDTYPE answer ([] for NODATA) and its AD bit."""
+        resolver = self._resolver()
+        import dns.exception  # noqa: PLC0415
+        import dns.flags  # noqa: PLC0415
+        import dns.name  # noqa: PLC0415
+        import dns.resolver  # noqa: PLC0415
+
         try:
             qname = dns.name.from_text(name)
         except (dns.exception.DNSException, UnicodeError, ValueError):
             raise DnsError(Failure.MALFORMED, name, rdtype) from None
         try:
-            answer = await self._resolver.resolve(
-                qname, rdtype, raise_on_no_answer=False, search=False
-            )
+            answer = await resolver.resolve(qname, rdtype, raise_on_no_answer=False, search=False)
         except dns.resolver.NXDOMAIN:
             raise DnsError(Failure.NOT_FOUND, name, rdtype) from None
         except dns.resolver.YXDOMAIN:
@@ -295,6 +315,8 @@ _FAILURE_ORDER: Sequence[Failure] = (
 
 def _host_text(name: object) -> str:
     """A name from a record as text without its final dot ("" for the root)."""
+    import dns.name  # noqa: PLC0415
+
     if isinstance(name, dns.name.Name):
         return name.to_text(omit_final_dot=True) if name != dns.name.root else ""
     return str(name).rstrip(".")
