@@ -24,6 +24,7 @@ and whether mail loops back to this host); never anything else.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import itertools
 import random
@@ -79,6 +80,7 @@ class Families:
         return self.ipv4 if version == 4 else self.ipv6
 
 
+@functools.cache
 def _ipv6_available() -> bool:
     try:
         socket.socket(socket.AF_INET6, socket.SOCK_STREAM).close()

@@ -9,8 +9,9 @@ agent skeleton's `handle_request` (sdmail/agent.py: open and share-lock the queu
 done marks, the `to=<...>, relay=..., status=...` lines) runs in a worker thread, off the
 event loop, its delivery function handing the conversation back to the event loop
 (smtp/delivery.py). The answer carries `site_failure` for qmgr's negative feedback.
-At most default_process_limit requests run at once; max_use requests and max_idle idle
-seconds end the process as they end every socket-activated sdmail service.
+At most default_process_limit requests run at once. After max_use requests, or max_idle
+seconds without one, the process exits the first moment no request is in progress (as
+smtpd does); requests that come meanwhile wait on the socket for the next process.
 
 OWNS: the smtp/relay/lmtp sockets' side of the delivery protocol, the outgoing SMTP and
 LMTP connections. MUST NOT: move queue files, write status logs, act as a user. Needs
@@ -111,9 +112,10 @@ class Service:
         self.agent_settings = bind(AgentSettings, cfg)
 
     async def run(self) -> int:
-        self.loop = asyncio.get_running_loop()
+        self.loop = loop = asyncio.get_running_loop()
         listeners = self._listeners()
-        accepting = [self.loop.create_task(self._accept(listener)) for listener in listeners]
+        for listener in listeners:
+            loop.add_reader(listener.fileno(), self._accept, listener)
         self.ctx.add_reload_hook(self._reload)
         self.ctx.ready()
         lifetime = self.ctx.lifetime
@@ -129,10 +131,11 @@ class Service:
                 )
                 woken.cancel()
         finally:
+            # Synchronous with the accept callback: a connection is either taken and
+            # answered below, or left on the socket for the next process.
+            for listener in listeners:
+                loop.remove_reader(listener.fileno())
             stopped.cancel()
-            for task in accepting:
-                task.cancel()
-            await asyncio.gather(*accepting, return_exceptions=True)
             while self.tasks:
                 await asyncio.gather(*self.tasks, return_exceptions=True)
             await self.client.cache.close_all(self.client.settings.quit_timeout)
@@ -142,26 +145,21 @@ class Service:
                 listener.close()
         return 0
 
-    async def _accept(self, listener: socket.socket) -> None:
-        """Take connections one at a time until max_use: a connection taken counts as a
-        use at once, so the process never exits holding one it has not answered, and the
-        ones it leaves wait on the socket for the next process (systemd starts it)."""
-        loop = asyncio.get_running_loop()
-        lifetime = self.ctx.lifetime
-        while not self.ctx.stopping and not lifetime.used_up():
-            try:
-                conn, _ = await loop.sock_accept(listener)
-            except (BlockingIOError, InterruptedError):
-                continue
-            except OSError as exc:
-                log.warning("accept: %s", exc)
-                await asyncio.sleep(0.1)
-                continue
-            lifetime.begin_use()
-            task = loop.create_task(self._serve_connection(conn))
-            self.tasks.add(task)
-            task.add_done_callback(self.tasks.discard)
-        self.wake.set()
+    def _accept(self, listener: socket.socket) -> None:
+        """Take one connection and count it as a use at once. Past max_use the agent goes
+        on taking them, as smtpd does, and exits the first moment none is in progress."""
+        try:
+            conn, _ = listener.accept()
+        except (BlockingIOError, InterruptedError):
+            return
+        except OSError as exc:
+            log.warning("accept: %s", exc)
+            return
+        self.ctx.lifetime.begin_use()
+        assert self.loop is not None
+        task = self.loop.create_task(self._serve_connection(conn))
+        self.tasks.add(task)
+        task.add_done_callback(self.tasks.discard)
 
     def _listeners(self) -> list[socket.socket]:
         wanted = SOCKETS[self.mode]

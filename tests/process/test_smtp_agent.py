@@ -275,7 +275,8 @@ def test_the_agent_exits_when_idle(mailsys, sink) -> None:
 
 def test_after_max_use_waiting_requests_go_to_the_next_process(mailsys, sink) -> None:
     """The listening socket outlives the agent, as systemd keeps it: the agent answers
-    max_use requests, exits 0, and the request it left waits for the next process."""
+    max_use requests, exits 0, and a request that comes meanwhile waits for the next
+    process instead of being refused or reset."""
     mailsys.write_main_cf("max_use = 2\n")
     path = mailsys.socket_path("smtp")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -297,19 +298,39 @@ def test_after_max_use_waiting_requests_go_to_the_next_process(mailsys, sink) ->
                 stderr=log,
             )
 
+    def request(name: str):
+        return queue_message(mailsys, [f"{name}@example.test"], nexthop=f"[127.0.0.1]:{sink.port}")
+
     first = agent()
-    requests = [
-        queue_message(mailsys, [f"r{i}@example.test"], nexthop=f"[127.0.0.1]:{sink.port}")
-        for i in range(3)
-    ]
-    with ThreadPoolExecutor(3) as pool:
-        answers = [pool.submit(ask, mailsys, request) for request in requests]
-        assert first.wait(30) == 0
+    assert ask(mailsys, request("one")).recipients[0].status == "sent"
+    assert ask(mailsys, request("two")).recipients[0].status == "sent"
+    assert first.wait(30) == 0
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(ask, mailsys, request("three"))
         time.sleep(0.5)
-        assert sum(a.done() for a in answers) == 2  # the third waits, not reset
+        assert not waiting.done()  # no agent runs: the request waits on the socket
         second = agent()
-        results = [a.result(timeout=30) for a in answers]
-    assert [r.recipients[0].status for r in results] == ["sent"] * 3
+        assert waiting.result(timeout=30).recipients[0].status == "sent"
     second.send_signal(signal.SIGTERM)
     assert second.wait(10) == 0
     listener.close()
+
+
+def test_a_reload_takes_new_settings_and_a_bad_one_keeps_the_old(mailsys) -> None:
+    with SmtpSink() as first_sink, SmtpSink() as second_sink:
+        process = start_smtp(mailsys, "smtp_helo_name = before.example.test\n")
+        request = queue_message(mailsys, ["a@x.test"], nexthop=f"[127.0.0.1]:{first_sink.port}")
+        assert ask(mailsys, request).recipients[0].status == "sent"
+        mailsys.write_main_cf("smtp_helo_name = after.example.test\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for_line(mailsys, "smtp", re.compile(r"reload -- configuration .*"))
+        request = queue_message(mailsys, ["a@x.test"], nexthop=f"[127.0.0.1]:{second_sink.port}")
+        assert ask(mailsys, request).recipients[0].status == "sent"
+        mailsys.write_main_cf("smtp_tls_security_level = sometimes\n")
+        process.send_signal(signal.SIGHUP)
+        wait_for_line(mailsys, "smtp", re.compile(r"warning: .*keeping the previous configuration"))
+        request = queue_message(mailsys, ["a@x.test"], nexthop=f"[127.0.0.1]:{second_sink.port}")
+        assert ask(mailsys, request).recipients[0].status == "sent"
+        assert process.poll() is None
+    assert first_sink.commands[0] == "EHLO before.example.test"
+    assert second_sink.commands[0] == "EHLO after.example.test"

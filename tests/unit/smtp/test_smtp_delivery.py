@@ -852,3 +852,16 @@ def test_lmtp_never_looks_up_mx_records(world) -> None:
     assert outcome.verdicts[0].status.dsn == "2.0.0"
     assert len(sink.messages) == 1
     assert ("lmtp.example.test", "MX") not in world.dns.queries
+
+
+def test_a_relayhost_that_does_not_resolve_is_deferred_as_a_configuration_problem(world) -> None:
+    world.zone({("other.example.test", "A"): ["192.0.2.1"]})
+    client = world.client("relayhost = [relay.nowhere.test]\n")
+    outcome = deliver(client, job("[relay.nowhere.test]", "a@x.test"))
+    assert words(outcome) == [
+        (
+            "4.3.5",
+            "Host or domain name not found. Name service error for "
+            "name=relay.nowhere.test type=A: Host not found",
+        )
+    ]
