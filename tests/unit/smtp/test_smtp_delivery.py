@@ -865,3 +865,42 @@ def test_a_relayhost_that_does_not_resolve_is_deferred_as_a_configuration_proble
             "name=relay.nowhere.test type=A: Host not found",
         )
     ]
+
+
+# -- hostile servers ------------------------------------------------------------------------------
+def test_an_endless_greeting_line_is_cut_and_delivery_goes_on(world) -> None:
+    sink = world.sink(0, greeting="220 " + "x" * 100_000)
+    outcome = deliver(world.client(), job(f"[{world.addresses[0]}]", "a@x.test"))
+    assert outcome.verdicts[0].status.dsn == "2.0.0"
+    assert len(sink.messages) == 1
+
+
+def test_a_reply_that_is_not_smtp_bounces_with_5_5_0(world) -> None:
+    world.sink(0, rcpt={"a@x.test": "hello world\n999 what"})
+    outcome = deliver(world.client(), job(f"[{world.addresses[0]}]", "a@x.test"))
+    a = world.addresses[0]
+    assert words(outcome) == [
+        ("5.5.0", f"host {a}[{a}] said: hello world 999 what (in reply to RCPT TO command)")
+    ]
+
+
+def test_a_2xx_where_354_belongs_is_a_protocol_error(world) -> None:
+    world.sink(0, data="250 2.0.0 sure")
+    outcome = deliver(world.client(), job(f"[{world.addresses[0]}]", "a@x.test"))
+    a = world.addresses[0]
+    assert words(outcome) == [
+        (
+            "5.5.0",
+            f"Protocol error: host {a}[{a}] said: 250 2.0.0 sure (in reply to DATA command)",
+        )
+    ]
+
+
+def test_a_huge_multi_line_reply_is_read_with_its_text_capped(world) -> None:
+    lines = "\n".join(["550-5.1.1 go away"] * 20000)
+    world.sink(0, rcpt={"a@x.test": lines + "\n550 5.1.1 really"})
+    outcome = deliver(world.client(), job(f"[{world.addresses[0]}]", "a@x.test"))
+    status = outcome.verdicts[0].status
+    assert status.dsn == "5.1.1"
+    assert status.text.startswith(f"host {world.addresses[0]}[{world.addresses[0]}] said: 550-")
+    assert len(status.text) < 5000
