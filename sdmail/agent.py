@@ -12,7 +12,10 @@ alone meanwhile), and calls the agent's deliver function for each recipient (or 
 the request). Each outcome is logged as Postfix's delivery line (`core/log.format_delivery`:
 `to=<...>, relay=local, delay=..., delays=a/b/c/d, dsn=..., status=sent (...)`); each
 recipient that is FINISHED (sent or bounced) is marked done in the queue file
-(`qfile.mark_done`) BEFORE the worker answers with a `DeliveryResult`. An exception the
+(`qfile.mark_done`) BEFORE the worker answers with a `DeliveryResult`.  A request to
+verify (`sendmail -bv`, `Message.verifying`) is answered by the deliver function
+without delivering; its lines say `status=deliverable`/`undeliverable`, and every
+recipient is marked done. An exception the
 deliver function did not expect is logged with its traceback and the recipient DEFERRED,
 never lost.
 
@@ -66,7 +69,7 @@ from sdmail.core.dsn import DeliveryFailure, DsnError, Status, decode_status, en
 from sdmail.core.ipc import ProtocolError, encode_frame, peer_credentials, recv_frame
 from sdmail.core.log import format_delivery, log_traceback, msg_info, msg_warning
 from sdmail.core.qfile import CorruptQueueFile, QueueFile, iter_content, mark_done, read_envelope
-from sdmail.core.records import MESSAGE_QUEUES, Envelope, Recipient
+from sdmail.core.records import MESSAGE_QUEUES, Envelope, Recipient, TraceFlag
 from sdmail.core.skeleton import ExitCode, Fatal, PlainDaemonContext, run_daemon
 from sdmail.core.spool import QueueFileHandle, Spool, SpoolError, lock_shared
 from sdmail.core.systemd import listen_fds
@@ -109,6 +112,9 @@ class Message:
         self.queue_file = queue_file
         self.envelope: Envelope = queue_file.envelope
         self.sender = queue_file.envelope.sender
+        # sendmail -bv: the agent says what it would do ("delivers to mailbox") and
+        # does nothing; each agent checks this where it would deliver.
+        self.verifying = bool(request.trace_flags & TraceFlag.VERIFY)
         self._handle = handle
         self._content: bytes | None = None
 
@@ -321,6 +327,7 @@ class _Answer:
         self.agent = agent
         self.settings = settings
         self.started = time.time()
+        self.verifying = bool(request.trace_flags & TraceFlag.VERIFY)
 
     def all_deferred(self, text: str) -> DeliveryResult:
         failed = Outcome(Status("4.3.0", text))
@@ -341,7 +348,7 @@ class _Answer:
                 self._log(recipient, outcome, finished)
             final = _combined(listed)
             word = status_word(final.status)
-            if word != DEFERRED and handle is not None:
+            if (word != DEFERRED or self.verifying) and handle is not None:
                 _mark_done(handle, self.request.queue_id, recipient)
             statuses.append(
                 RecipientStatus(
@@ -372,7 +379,7 @@ class _Answer:
             delay_total=max(0.0, finished - request.arrival),
             delays=delays,
             dsn=outcome.status.dsn,
-            status=status_word(outcome.status),
+            status=verify_word(outcome.status) if self.verifying else status_word(outcome.status),
             text=outcome.status.text,
             resolution_limit=self.settings.delay_logging_resolution_limit,
         )
@@ -393,6 +400,11 @@ def status_word(status: Status) -> str:
     if status.is_success:
         return SENT
     return DEFERRED if status.is_temporary else BOUNCED
+
+
+def verify_word(status: Status) -> str:
+    """`deliverable` or `undeliverable`, as a `sendmail -bv` attempt logs it."""
+    return "deliverable" if status.is_success else "undeliverable"
 
 
 def _mark_done(handle: QueueFileHandle, queue_id: str, recipient: RequestRecipient) -> None:

@@ -23,9 +23,12 @@ DSN: -N never|success,delay,failure, -R full|hdrs, -V envid; -B 7BIT|8BITMIME;
 -G gateway submission (remote rewriting).  `-C dir` (or `-C dir/main.cf`) reads
 another configuration (only the socket's place depends on it: postdrop applies
 its own).  Accepted and ignored as in Postfix: -Am -Ac -c -e x -h n -L label -m
--n -O x=y -o7 -o8 -om -oX... -p x -U -x -X file -bh -bH -qNNm.  Not available yet
-(refused or warned about, never silently wrong): -bv (refused), a single -v's
-delivery report and -XV VERP (warnings; the mail is sent without them).
+-n -O x=y -o7 -o8 -om -oX... -p x -U -x -X file -bh -bH -qNNm.  -bv (verify the
+recipients, deliver nothing, collect no message) and a single -v (deliver, and
+report the first attempt) mark the message with trace flags (core/records.TraceFlag)
+and print `Mail Delivery Status Report will be mailed to <sender>.`; qmgr and
+the agents do the rest.  Not available yet (warned about, never silently
+wrong): -XV VERP (the mail is sent with one envelope sender).
 
 The queue listing, the flush requests and newaliases replace this process
 (`os.execv`) with `python3 -m sdmail.postqueue ...` / `python3 -m sdmail.postalias
@@ -62,7 +65,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, BinaryIO, NoReturn
 
 from sdmail.core.config import ConfigError, bind, load_config, split_list
-from sdmail.core.records import Notify
+from sdmail.core.records import Notify, TraceFlag
 
 if TYPE_CHECKING:
     import logging
@@ -564,10 +567,15 @@ def enqueue(opts: Options, settings: SendmailSettings, stdin: BinaryIO) -> str:
             "Recipient addresses must be specified on the command line or via the -t option",
         )
     full_name = opts.full_name if opts.full_name is not None else os.environ.get("NAME") or None
-    content = read_message(
-        stdin,
-        dot_ends_input=opts.dot_ends_input,
-        fix_line_endings=settings.sendmail_fix_line_endings,
+    # -bv collects no message (Postfix's): the report needs only what cleanup adds.
+    content = (
+        b""
+        if opts.verify
+        else read_message(
+            stdin,
+            dot_ends_input=opts.dot_ends_input,
+            fix_line_endings=settings.sendmail_fix_line_endings,
+        )
     )
     req = SubmitRequest(
         sender=sender,
@@ -578,8 +586,28 @@ def enqueue(opts: Options, settings: SendmailSettings, stdin: BinaryIO) -> str:
         envid=opts.envid,
         body_type=opts.body_type,
         attributes={"rewrite_context": "remote"} if opts.gateway else {},
+        trace_flags=trace_flags(opts),
     )
     return submit_to_postdrop(settings, req, content)
+
+
+def trace_flags(opts: Options) -> int:
+    """-bv verifies, a single -v records the first attempt (more -v only log more)."""
+    if opts.verify:
+        return int(TraceFlag.VERIFY)
+    return int(TraceFlag.RECORD) if opts.verbose == 1 else 0
+
+
+def report_recipient(opts: Options) -> str:
+    """Who the delivery status report goes to, as Postfix's sendmail names it."""
+    if opts.sender is not None:
+        return envelope_sender(opts.sender, [])
+    import pwd  # noqa: PLC0415 (only the reporting modes need it)
+
+    try:
+        return pwd.getpwuid(os.getuid()).pw_name
+    except KeyError:
+        return str(os.getuid())
 
 
 def submit_to_postdrop(settings: SendmailSettings, req: object, content: bytes) -> str:
@@ -1048,13 +1076,16 @@ def run(opts: Options, reporter: Reporter, stdin: BinaryIO, stdout: BinaryIO) ->
         if opts.id_to_flush is not None:
             requires_no_recipient(opts, "flush queue_id")
             run_program("postqueue", ["-i", opts.id_to_flush], opts.verbose)
-        if opts.verify:
-            fatal(os.EX_UNAVAILABLE, "-bv: recipient address verification is not available yet")
-        if opts.verbose == 1:
-            reporter.warning("-v: delivery reports are not available yet; sending without one")
         if opts.verp:
             reporter.warning("-XV: VERP is not available yet; sending with one envelope sender")
         enqueue(opts, sendmail_settings(opts), stdin)
+        if trace_flags(opts):
+            stdout.write(
+                f"Mail Delivery Status Report will be mailed to <{report_recipient(opts)}>.\n".encode(
+                    "utf-8", "surrogateescape"
+                )
+            )
+            stdout.flush()
         return os.EX_OK
     if opts.mode == MAILQ_MODE:
         requires_no_recipient(opts, "display queue mode")

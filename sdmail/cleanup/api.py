@@ -118,6 +118,7 @@ class Submission:
     arrival: float | None = None
     hold: bool = False
     received_comments: tuple[str, ...] = ()
+    trace_flags: int = 0
 
 
 @dataclass(frozen=True)
@@ -294,6 +295,7 @@ class Cleanup:
             smtputf8=submission.smtputf8,
             body_type=submission.body_type,
             client=client,
+            trace_flags=submission.trace_flags,
         )
 
     # -- content ---------------------------------------------------------------------

@@ -198,6 +198,7 @@ def submission_of(req: SubmitRequest, origin: Origin, caller: PeerCredentials) -
         envid=_optional_text(req.envid, "envid"),
         smtputf8=_flag(req.smtputf8, "smtputf8"),
         body_type=_body_type(req.body_type),
+        trace_flags=req.trace_flags,
     )
 
 

@@ -8,7 +8,9 @@ for success reports that were asked for.  A log is named by the message's queue
 ID and removed with the message.
 
 A record is one line of JSON: address, original address, DSN status, the
-status word (`deferred`, `bounced`, `sent`), the text, the relay and the time.
+status word (`deferred`, `bounced`, `sent`), the text, the relay, the time and,
+in trace/, the DSN action the report gives (RFC 3464's delivered, relayed,
+expanded, failed, delayed, and Postfix's deliverable/undeliverable for `-bv`).
 Lines are appended with O_APPEND in one write each, so a reader sees whole
 records; a torn last line (a crash mid-append) is skipped when read.
 
@@ -43,6 +45,7 @@ class StatusRecord:
     orig_address: str | None = None
     relay: str = "none"
     when: float = 0.0
+    action: str = ""  # the DSN Action: of a trace record (delivered, relayed, deliverable...)
 
 
 def log_path(queue_directory: Path | str, log: QueueName, queue_id: str) -> Path:

@@ -629,13 +629,16 @@ def bind(cls: type[T], cfg: Config) -> T:
     """Fill the frozen dataclass CLS, whose field names are parameter names, from CFG.
 
     Each field is converted by its parameter's Kind (lists become tuples); a field
-    that names no parameter is a programming error (KeyError).
+    that names no parameter is a programming error (KeyError).  A parameter whose
+    name is no Python identifier (`2bounce_notice_recipient`) is named in the field's
+    metadata: `field(metadata={"parameter": NAME})`.
     """
     values: dict[str, Any] = {}
     for field in fields(cls):  # type: ignore[arg-type]
-        param = PARAMS.get(field.name)
+        name = field.metadata.get("parameter", field.name)
+        param = PARAMS.get(name)
         if param is None:
             raise KeyError(f"{cls.__name__}.{field.name} is not a registered parameter")
-        value = cfg._typed(field.name, param.kind)
+        value = cfg._typed(name, param.kind)
         values[field.name] = tuple(value) if param.kind is Kind.LIST else value
     return cls(**values)

@@ -9,7 +9,10 @@ the recipient's offset) BEFORE it answers, logs the delivery line
 the defer and bounce logs and decides what happens to the message next.
 
 A recipient's status is `sent`, `bounced` or `deferred` with an RFC 3463 code
-and the text Postfix would log.  `site_failure` says the destination itself
+and the text Postfix would log.  A request whose `trace_flags` hold VERIFY
+(`sendmail -bv`) delivers nothing: the agent answers what it would do (`sent`
+with "delivers to mailbox", or the failure it found) and marks every requested
+recipient done, deferred ones too; qmgr reports the answers and removes the message.  `site_failure` says the destination itself
 failed (connection refused, greeting 4xx): qmgr's negative concurrency
 feedback, and "delivery temporarily suspended" for the rest of the queue.
 
@@ -50,6 +53,7 @@ class DeliveryRequest:
     arrival: float
     queue_active_at: float = 0.0  # when qmgr took the message (for delays= b)
     attempt: int = 1
+    trace_flags: int = 0  # core/records.TraceFlag: VERIFY means say what, deliver nothing
 
     def to_header(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -114,6 +118,8 @@ def _check_types(request: DeliveryRequest) -> None:
     for name in ("queue_name", "queue_id", "transport", "nexthop", "sender"):
         if not isinstance(getattr(request, name), str):
             raise TypeError(f"{name} must be a string")
+    if not isinstance(request.trace_flags, int) or isinstance(request.trace_flags, bool):
+        raise TypeError("trace_flags must be an integer")
     for recipient in request.recipients:
         if not isinstance(recipient.address, str) or not isinstance(recipient.offset, int):
             raise TypeError("recipient address must be a string and offset an integer")

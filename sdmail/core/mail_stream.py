@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from sdmail.core.ipc import ProtocolError, request
+from sdmail.core.records import TRACE_FLAGS_MAX
 
 OK = "ok"
 
@@ -54,6 +55,7 @@ class SubmitRequest:
     smtputf8: bool = False
     origin: str = "local"
     attributes: dict[str, str] = field(default_factory=dict)
+    trace_flags: int = 0  # core/records.TraceFlag: sendmail -v, -bv; kept when forwarded
 
     def to_header(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -119,3 +121,6 @@ def _check(made: SubmitRequest) -> None:
         isinstance(k, str) and isinstance(v, str) for k, v in made.attributes.items()
     ):
         raise TypeError("attributes must map strings to strings")
+    flags = made.trace_flags
+    if not isinstance(flags, int) or isinstance(flags, bool) or not 0 <= flags <= TRACE_FLAGS_MAX:
+        raise ValueError(f"bad trace flags {flags!r}")

@@ -58,6 +58,7 @@ from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
 from sdmail.core.records import (
+    TRACE_FLAGS_MAX,
     BodyType,
     ClientInfo,
     DsnRet,
@@ -132,8 +133,9 @@ _VERSION_DATA = re.compile(rb"[1-9][0-9]{0,5}")
 # not use these names.
 _ATTR_ENCODING = "encoding"
 _ATTR_SMTPUTF8 = "smtputf8"
+_ATTR_TRACE_FLAGS = "trace_flags"  # one digit, so that clear_trace_flags rewrites it in place
 _CLIENT_ATTRS = tuple(f.name for f in dataclasses.fields(ClientInfo))
-RESERVED_ATTRIBUTES = frozenset((*_CLIENT_ATTRS, _ATTR_ENCODING, _ATTR_SMTPUTF8))
+RESERVED_ATTRIBUTES = frozenset((*_CLIENT_ATTRS, _ATTR_ENCODING, _ATTR_SMTPUTF8, _ATTR_TRACE_FLAGS))
 
 
 class CorruptQueueFile(Exception):
@@ -164,7 +166,9 @@ class QueueFile:
     """A decoded queue file: the envelope and where everything else lies.
 
     Recipients carry the offsets of their records (for `mark_done`);
-    `delay_warning_offset` is that of the W record (for `set_delay_warning`).
+    `delay_warning_offset` is that of the W record (for `set_delay_warning`);
+    `trace_flags_offset` that of the trace flags digit, 0 when there is none (for
+    `clear_trace_flags`).
     """
 
     version: int
@@ -174,6 +178,7 @@ class QueueFile:
     segments: tuple[Segment, ...]
     delay_warning_offset: int
     file_size: int
+    trace_flags_offset: int = 0
 
     def content_from(self, data: bytes) -> bytes:
         """The message content out of `data`, the bytes this was decoded from."""
@@ -226,6 +231,10 @@ def _envelope_attributes(envelope: Envelope) -> list[tuple[str, str]]:
         attrs.append((_ATTR_ENCODING, envelope.body_type.value))
     if envelope.smtputf8:
         attrs.append((_ATTR_SMTPUTF8, "yes"))
+    if envelope.trace_flags:
+        if not 0 < envelope.trace_flags <= TRACE_FLAGS_MAX:
+            raise InvalidEnvelope(f"trace flags {envelope.trace_flags} are out of range")
+        attrs.append((_ATTR_TRACE_FLAGS, str(envelope.trace_flags)))
     seen: set[str] = set()
     for name, value in envelope.attributes:
         if not _ATTR_NAME.fullmatch(name):
@@ -421,6 +430,7 @@ class _Parser:
         self._fields: dict[int, bytes] = {}
         self._segments: list[Segment] = []
         self._warning_offset = 0
+        self._trace_flags_offset = 0
 
     def parse(self) -> QueueFile:
         pos = 0
@@ -522,6 +532,10 @@ class _Parser:
         if name in self._attrs:
             raise CorruptQueueFile(f"offset {pos}: attribute {name!r} repeated")
         self._attrs[name] = _str(value_bytes)
+        if name == _ATTR_TRACE_FLAGS:
+            if len(value_bytes) != 1 or not 0 <= value_bytes[0] - 0x30 <= TRACE_FLAGS_MAX:
+                raise CorruptQueueFile(f"offset {pos}: bad trace_flags attribute {value_bytes!r}")
+            self._trace_flags_offset = pos + 2 + len(name_bytes) + 1
 
     def _recipient(self, pos: int, rec_type: int, data: bytes) -> Recipient:
         parts, self._rcpt_parts = self._rcpt_parts, {}
@@ -571,6 +585,7 @@ class _Parser:
             attributes=tuple(
                 (k, v) for k, v in self._attrs.items() if k not in RESERVED_ATTRIBUTES
             ),
+            trace_flags=int(self._attrs.get(_ATTR_TRACE_FLAGS, "0")),
         )
         return QueueFile(
             version=FORMAT_VERSION,
@@ -580,6 +595,7 @@ class _Parser:
             segments=tuple(self._segments),
             delay_warning_offset=self._warning_offset,
             file_size=size,
+            trace_flags_offset=self._trace_flags_offset,
         )
 
     def _smtputf8(self) -> bool:
@@ -684,6 +700,17 @@ def mark_done(file: int | _HasFileno, recipient_offset: int) -> None:
     if current != bytes((REC_RECIPIENT,)):
         raise CorruptQueueFile(f"offset {recipient_offset}: no recipient record there")
     os.pwrite(fd, bytes((REC_DONE,)), recipient_offset)
+
+
+def clear_trace_flags(file: int | _HasFileno, queue_file: QueueFile) -> None:
+    """Set the trace flags to 0 in place (the first attempt was reported), no fsync."""
+    offset = queue_file.trace_flags_offset
+    if not offset:
+        return
+    fd = _fileno(file)
+    if not os.pread(fd, 1, offset).isdigit():
+        raise CorruptQueueFile(f"offset {offset}: no trace flags there")
+    os.pwrite(fd, b"0", offset)
 
 
 def set_delay_warning(file: int | _HasFileno, queue_file: QueueFile, when: int) -> None:

@@ -60,6 +60,23 @@ class Notify(enum.Flag):
     DELAY = 8
 
 
+class TraceFlag(enum.IntFlag):
+    """What a message's delivery attempts must report besides their results (Postfix's
+    DEL_REQ_FLAG_RECORD and DEL_REQ_FLAG_USR_VRFY).
+
+    RECORD (`sendmail -v`): every result of the first delivery attempt goes into the
+    trace log, and the sender gets it as a delivery status report.  VERIFY
+    (`sendmail -bv`): nothing is delivered; agents say what they would do, and
+    the sender gets that as the report.
+    """
+
+    RECORD = 1
+    VERIFY = 2
+
+
+TRACE_FLAGS_MAX = int(TraceFlag.RECORD | TraceFlag.VERIFY)
+
+
 class DsnRet(enum.StrEnum):
     """DSN RET= (RFC 3461): what a notice returns of the message."""
 
@@ -127,7 +144,8 @@ class Envelope:
     `arrival_sec`/`arrival_usec` is when the message arrived (Postfix's `T`).
     `delay_warning_time` is when a delay notice is due, in seconds since the
     epoch; 0 means no notice is scheduled and -1 that it was sent (Postfix's `W`,
-    updated in place by `qfile.set_delay_warning`). `attributes` is a free-form
+    updated in place by `qfile.set_delay_warning`). `trace_flags` holds `TraceFlag`
+    values (cleared in place by `qfile.clear_trace_flags`). `attributes` is a free-form
     list of `(name, value)` pairs for later components; names are unique.
     """
 
@@ -143,6 +161,7 @@ class Envelope:
     body_type: BodyType | None = None
     client: ClientInfo = field(default_factory=ClientInfo)
     attributes: tuple[tuple[str, str], ...] = ()
+    trace_flags: int = 0
 
     def attribute(self, name: str) -> str | None:
         """The value of the free-form attribute `name`, or None."""

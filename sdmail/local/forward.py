@@ -63,6 +63,7 @@ def forward(
     orcpt: str | None,
     delivered_to: str,
     content: bytes,
+    trace_flags: int = 0,
 ) -> Status:
     """Submit CONTENT to ADDRESSES as a new message; the status to log for the recipient."""
     request = SubmitRequest(
@@ -74,6 +75,7 @@ def forward(
         smtputf8=envelope.smtputf8,
         origin=ORIGIN,
         attributes={"orig_queue_id": queue_id},
+        trace_flags=trace_flags,
     )
     data = forwarded_content(how, queue_id, delivered_to, content)
     path = os.path.join(how.socket_directory, CLEANUP_SERVICE)

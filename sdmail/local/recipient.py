@@ -352,12 +352,18 @@ class LocalDelivery:
             orcpt=rcpt.orcpt,
             delivered_to=_shown(rcpt.address),
             content=rcpt.message.content(),
+            trace_flags=rcpt.message.request.trace_flags,
         )
+        if rcpt.message.verifying and status.is_success:
+            # The copy carries the flags on, and its own report says where it goes.
+            status = Status(status.dsn, f"forwarded to {', '.join(addresses)}")
         return Outcome(status)
 
     def _command(self, rcpt: _Recipient, command: str, origin: str, identity: Identity) -> Outcome:
         if origin not in self.settings.allow_mail_to_commands:
             return Outcome(Status("5.7.1", "mail to command is restricted"))
+        if rcpt.message.verifying:
+            return Outcome(Status("2.0.0", f"delivers to command: {command}"))
         runner = self._unprivileged(identity)
         shell = self.settings.local_command_shell or DEFAULT_SHELL
         action = destinations.command_action(
@@ -373,6 +379,8 @@ class LocalDelivery:
     def _file(self, rcpt: _Recipient, path: str, origin: str, identity: Identity) -> Outcome:
         if origin not in self.settings.allow_mail_to_files:
             return Outcome(Status("5.7.1", "mail to file is restricted"))
+        if rcpt.message.verifying:
+            return Outcome(Status("2.0.0", f"delivers to file: {path}"))
         writer = self._unprivileged(identity)
         copy = self._copy(rcpt, writer)
         if path.endswith("/"):
@@ -395,6 +403,8 @@ class LocalDelivery:
     # -- the mailbox ----------------------------------------------------------------------
     def _mailbox(self, rcpt: _Recipient, identity: Identity) -> Outcome:
         settings = self.settings
+        if rcpt.message.verifying:
+            return Outcome(Status("2.0.0", self._mailbox_kind()))
         if settings.mailbox_command:
             runner = self._unprivileged(identity)
             action = destinations.command_action(
@@ -425,6 +435,14 @@ class LocalDelivery:
             success="delivered to mailbox",
         )
         return Outcome(run_as(identity, action).status)
+
+    def _mailbox_kind(self) -> str:
+        """What a `sendmail -bv` report says of the mailbox delivery (Postfix's texts)."""
+        settings = self.settings
+        if settings.mailbox_command:
+            return f"delivers to command: {settings.mailbox_command}"
+        where = settings.home_mailbox or settings.mail_spool_directory
+        return "delivers to maildir" if where.endswith("/") else "delivers to mailbox"
 
     # -- what destinations get ------------------------------------------------------------
     def _delivered_classes(self) -> set[str]:

@@ -89,6 +89,7 @@ def read_maildrop(fd: int, owner_uid: int, *, now: float | None = None) -> Maild
         smtputf8=envelope.smtputf8,
         body_type=envelope.body_type,
         arrival=arrival,
+        trace_flags=envelope.trace_flags,
     )
     return MaildropMessage(
         submission, content, uid, envelope.sender, tuple(warnings), requeued=requeued

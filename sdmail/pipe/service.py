@@ -97,6 +97,8 @@ class PipeDelivery:
         argv = self._argv(message, recipients, definition)
         if any("\0" in arg for arg in argv):
             return Status("4.3.0", "a command argument holds a NUL character")
+        if message.verifying:
+            return Status("2.0.0", f"delivers to command: {argv[0]}")
         sender = message.sender or definition.null_sender
         data = command_input(
             message.content(),

@@ -324,6 +324,7 @@ class SubmitPolicy:
                 rewrite_context=_rewrite_context(req.attributes.get(REWRITE_CONTEXT_ATTRIBUTE)),
             ),
             attributes=tuple(attributes),
+            trace_flags=req.trace_flags,
         )
 
 

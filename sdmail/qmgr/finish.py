@@ -11,10 +11,19 @@ In Postfix's order:
 2. If the bounce log holds failures, the sender gets a non-delivery notice
    (sdmail/bounce); a notice that cannot be queued now keeps the message (and its
    bounce log) in deferred/ to try again.
-3. If recipients remain deferred, the file's time stamp is set to now plus its
+3. If the trace log holds records, the sender gets the report they are for
+   (`sendmail -v`/`-bv`: Mail Delivery Status Report; DSN NOTIFY=SUCCESS:
+   Successful Mail Delivery Report).  A `-v` message that stays in the queue has
+   its trace flags cleared in the file once its report is queued: only its first
+   attempt is reported.  A report that cannot be queued now keeps the message,
+   like a notice.
+4. If recipients remain deferred and the message's delay warning time (Postfix's
+   `W`, set by cleanup from delay_warning_time) has come, the sender gets one
+   delay notice and the time becomes -1 in the file (sent).
+5. If recipients remain deferred, the file's time stamp is set to now plus its
    age clamped to minimal_backoff_time..maximal_backoff_time, and it is renamed
    into deferred/: a deferred scan takes it again when that time has come.
-4. Otherwise the queue file and its logs are removed: `QUEUEID: removed`.
+6. Otherwise the queue file and its logs are removed: `QUEUEID: removed`.
 
 Blocking: call it in a worker thread.  Failure modes: `SpoolError` or `OSError`
 when the queue file cannot be moved, changed or removed (the message then stays
@@ -29,6 +38,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from sdmail.bounce.notice import Timing
 from sdmail.bounce.notify import BounceError, Notifier
 from sdmail.core import bounce_log, qfile, spool
 from sdmail.core.log import msg_info, msg_warning
@@ -45,6 +55,7 @@ class FinishSettings:
     maximal_backoff_time: int
     maximal_queue_lifetime: int
     bounce_queue_lifetime: int
+    delay_warning_time: int = 0
 
 
 @dataclass(frozen=True)
@@ -80,7 +91,10 @@ class Finisher:
             if forced or self._expired(message, now):
                 self._expire(message, forced=forced)
         notice, notice_failed = self._notify(message, now)
-        if message.deferred or notice_failed:
+        report_failed = self._report(message, now)
+        if message.deferred:
+            self._warn_of_delay(message, now)
+        if message.deferred or notice_failed or report_failed:
             until = now + retry_delay(
                 now - message.arrival,
                 self.settings.minimal_backoff_time,
@@ -125,6 +139,44 @@ class Finisher:
             msg_warning(message.queue_id, f"{exc}; will try again")
             return None, True
         return notice, False
+
+    def _report(self, message: ActiveMessage, now: float) -> bool:
+        """Send the trace log's report; True when it must be tried again later."""
+        try:
+            report = self.notifier.send_trace(
+                QueueName.ACTIVE, message.queue_id, message.envelope, now=now
+            )
+        except BounceError as exc:
+            msg_warning(message.queue_id, f"{exc}; will try again")
+            return True
+        if report is not None and message.recording and message.deferred:
+            self._clear_trace_flags(message)
+        return False
+
+    def _clear_trace_flags(self, message: ActiveMessage) -> None:
+        try:
+            with self.queue.open(QueueName.ACTIVE, message.queue_id, writable=True) as handle:
+                qfile.clear_trace_flags(handle.fd, qfile.read_envelope(handle.fd))
+        except (spool.SpoolError, qfile.CorruptQueueFile, OSError) as exc:
+            msg_warning(message.queue_id, f"cannot clear the trace flags: {exc}")
+
+    def _warn_of_delay(self, message: ActiveMessage, now: float) -> None:
+        due = message.envelope.delay_warning_time
+        if due <= 0 or now < due:
+            return
+        timing = Timing(self.settings.delay_warning_time, self.settings.maximal_queue_lifetime)
+        try:
+            self.notifier.send_delay(
+                QueueName.ACTIVE, message.queue_id, message.envelope, timing=timing, now=now
+            )
+        except BounceError as exc:
+            msg_warning(message.queue_id, f"{exc}; will try again")
+            return
+        try:
+            with self.queue.open(QueueName.ACTIVE, message.queue_id, writable=True) as handle:
+                qfile.set_delay_warning(handle.fd, qfile.read_envelope(handle.fd), -1)
+        except (spool.SpoolError, qfile.CorruptQueueFile, OSError) as exc:
+            msg_warning(message.queue_id, f"cannot mark the delay notice sent: {exc}")
 
     def _defer(self, message: ActiveMessage, until: float) -> None:
         with self.queue.open(QueueName.ACTIVE, message.queue_id) as handle:

@@ -11,7 +11,11 @@ delivery agents open it, and take their shared lock, themselves.
 `defer/QUEUEID` (what mailq shows) or `bounce/QUEUEID` (what the notice reports),
 through core/bounce_log, and, for outcomes qmgr decides itself (an agent that
 cannot be reached, a destination that rests, an address that cannot be
-resolved), the delivery line an agent would have logged.
+resolved), the delivery line an agent would have logged.  `trace/QUEUEID` gets
+what the sender's report needs (Postfix's trace service): every result of a
+`sendmail -v` message's attempt, every answer for a `sendmail -bv` message (which
+then writes nothing else: nothing is deferred or bounced, only verified), and
+each delivery to a recipient that asked for DSN NOTIFY=SUCCESS.
 
 Failure modes: `StatusLogs` never raises: a status log that cannot be written is
 a logged warning (the recipient keeps its outcome in memory).
@@ -27,7 +31,10 @@ from sdmail.core import bounce_log
 from sdmail.core.deliver_request import BOUNCED, DEFERRED, SENT, RequestRecipient
 from sdmail.core.dsn import Status
 from sdmail.core.log import format_delivery, msg_info, msg_warning
-from sdmail.core.records import Envelope, QueueName, Recipient
+from sdmail.core.records import Envelope, Notify, QueueName, Recipient, TraceFlag
+
+# Transports whose deliveries hand the message on rather than deliver it (DSN "relayed").
+RELAYING_TRANSPORTS = frozenset({"smtp", "relay"})
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,16 @@ class ActiveMessage:
     def sender(self) -> str:
         return self.envelope.sender
 
+    @property
+    def verifying(self) -> bool:
+        """`sendmail -bv`: results are reported, never acted on."""
+        return bool(self.envelope.trace_flags & TraceFlag.VERIFY)
+
+    @property
+    def recording(self) -> bool:
+        """`sendmail -v`: this attempt's results are reported as well as acted on."""
+        return bool(self.envelope.trace_flags & TraceFlag.RECORD)
+
 
 class StatusLogs:
     """Writes recipients' outcomes to the message's status logs and the mail log."""
@@ -87,9 +104,16 @@ class StatusLogs:
         log_line: bool = True,
     ) -> None:
         """RECIPIENT is deferred with STATUS: defer log, memory, and (LOG_LINE) the mail log."""
+        if message.verifying:
+            self._trace(message, recipient, status, relay=relay, action="undeliverable")
+            if log_line:
+                self.log_line(message, recipient, "undeliverable", status, relay)
+            return
         if recipient.offset is not None:
             message.deferred[recipient.offset] = (recipient, status)
         self._append(message, QueueName.DEFER, DEFERRED, recipient, status, relay=relay)
+        if message.recording:
+            self._trace(message, recipient, status, relay=relay, action="delayed")
         if log_line:
             self.log_line(message, recipient, DEFERRED, status, relay)
 
@@ -103,13 +127,37 @@ class StatusLogs:
         log_line: bool = True,
     ) -> None:
         """RECIPIENT failed for good with STATUS: a record for the non-delivery notice."""
+        if message.verifying:
+            self._trace(message, recipient, status, relay=relay, action="undeliverable")
+            if log_line:
+                self.log_line(message, recipient, "undeliverable", status, relay)
+            return
         self._append(message, QueueName.BOUNCE, BOUNCED, recipient, status, relay=relay)
+        if message.recording:
+            self._trace(message, recipient, status, relay=relay, action="failed")
         if log_line:
             self.log_line(message, recipient, BOUNCED, status, relay)
 
-    def sent(self, message: ActiveMessage, recipient: Recipient, status: Status) -> None:
-        """RECIPIENT needs no delivery (qmgr's own decision): only the mail log hears of it."""
-        self.log_line(message, recipient, SENT, status, "none")
+    def sent(
+        self,
+        message: ActiveMessage,
+        recipient: Recipient,
+        status: Status,
+        *,
+        relay: str = "none",
+        transport: str | None = None,
+        log_line: bool = True,
+    ) -> None:
+        """RECIPIENT was delivered (or, LOG_LINE, needs no delivery by qmgr's own decision):
+        a trace record when the sender asked to hear of it."""
+        if message.verifying:
+            self._trace(message, recipient, status, relay=relay, action="deliverable")
+        elif message.recording or Notify.SUCCESS in recipient.notify:
+            action = "relayed" if transport in RELAYING_TRANSPORTS else "delivered"
+            self._trace(message, recipient, status, relay=relay, action=action)
+        if log_line:
+            word = "deliverable" if message.verifying else SENT
+            self.log_line(message, recipient, word, status, relay)
 
     def log_line(
         self,
@@ -138,6 +186,20 @@ class StatusLogs:
             ),
         )
 
+    def _trace(
+        self,
+        message: ActiveMessage,
+        recipient: Recipient,
+        status: Status,
+        *,
+        relay: str,
+        action: str,
+    ) -> None:
+        outcome = DEFERRED if status.is_temporary else BOUNCED if status.is_permanent else SENT
+        self._append(
+            message, QueueName.TRACE, outcome, recipient, status, relay=relay, action=action
+        )
+
     def _append(
         self,
         message: ActiveMessage,
@@ -147,6 +209,7 @@ class StatusLogs:
         status: Status,
         *,
         relay: str,
+        action: str = "",
     ) -> None:
         record = bounce_log.StatusRecord(
             address=recipient.address,
@@ -155,6 +218,7 @@ class StatusLogs:
             text=status.text,
             orig_address=recipient.orig_address,
             relay=relay,
+            action=action,
         )
         try:
             bounce_log.append(self.queue_directory, log, message.queue_id, record)

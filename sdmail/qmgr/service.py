@@ -484,6 +484,7 @@ class Qmgr:
             recipients=tuple(todo.request_recipient() for todo in entry.todos),
             arrival=message.arrival,
             queue_active_at=message.active_at,
+            trace_flags=message.envelope.trace_flags,
         )
         settings = self.settings
         try:
@@ -602,7 +603,14 @@ def _record_result(logs: StatusLogs, entry: Entry, result: DeliveryResult) -> No
         if status is None:
             logs.deferred(message, todo.settled(), dispatch.TRANSPORT_ERROR)
         elif status.status == SENT:
-            continue
+            logs.sent(
+                message,
+                todo.settled(),
+                status.as_status(),
+                relay=status.relay,
+                transport=entry.transport,
+                log_line=False,
+            )
         elif status.status == BOUNCED:
             logs.bounced(
                 message, todo.settled(), status.as_status(), relay=status.relay, log_line=False

@@ -88,6 +88,7 @@ class Job:
     header_block: bytes
     encoding: str
     requires_smtputf8: bool
+    verify_only: bool = False  # sendmail -bv: MAIL and RCPT, then RSET; no DATA
 
     @property
     def size(self) -> int:
@@ -347,6 +348,8 @@ async def transaction(
     indexes = recorder.pending()
     commands = [mail_command(job, features, downgrading)]
     commands += [rcpt_command(job.recipients[i], features) for i in indexes]
+    if job.verify_only:
+        return await _probe(session, settings, recorder, indexes, commands)
     commands.append("DATA")
     if features.pipelining:
         await session.send(
@@ -386,6 +389,39 @@ async def transaction(
 
 
 _DOT_STAGE = "sending end of data -- message may be sent more than once"
+
+
+async def _probe(
+    session: Session,
+    settings: ClientSettings,
+    recorder: Recorder,
+    indexes: Sequence[int],
+    commands: list[str],
+) -> bool:
+    """Ask the server about the recipients (MAIL, RCPT) and end with RSET: what a
+    `sendmail -bv` probe learns, without sending the message."""
+    name = session.endpoint.namaddr
+    pipelined = session.features.pipelining
+    if pipelined:
+        await session.send(
+            "".join(c + "\r\n" for c in commands).encode("utf-8", "surrogateescape"),
+            settings.mail_timeout,
+            "sending MAIL FROM",
+        )
+    mail = await _reply_to(session, settings, commands[0], pipelined)
+    if not mail.is_positive:
+        recorder.mesg_fail(_said(name, mail, "MAIL FROM command"), session)
+        if not pipelined:
+            return await _reset(session, settings)
+    for index, command in zip(indexes, commands[1:], strict=True):
+        reply = await _reply_to(session, settings, command, pipelined)
+        if not mail.is_positive:
+            continue
+        if reply.is_positive:
+            recorder.rcpt_done(index, reply, session)
+        else:
+            recorder.rcpt_fail(index, _said(name, reply, "RCPT TO command"), session)
+    return await _reset(session, settings)
 
 
 async def _envelope_replies(

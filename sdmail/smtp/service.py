@@ -278,4 +278,5 @@ def make_job(
         header_block=header_block,
         encoding=encoding_of(envelope, content),
         requires_smtputf8=needs_smtputf8(envelope, addresses, header_block),
+        verify_only=message.verifying,
     )

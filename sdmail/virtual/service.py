@@ -67,6 +67,9 @@ class VirtualDelivery:
             raise TempFail(CONFIGURATION_ERROR) from None
         except TableError as exc:
             raise self._table_trouble(message.queue_id, address, exc) from None
+        if message.verifying:
+            kind = "maildir" if place.maildir else "mailbox"
+            return Outcome(Status("2.0.0", f"delivers to {kind}"))
         delivery = Delivery(
             place=place,
             sender=message.sender,

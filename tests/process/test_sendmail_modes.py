@@ -133,14 +133,19 @@ def test_bh_is_accepted_and_does_nothing(mailsys: MailSystem) -> None:
     assert mailsys.run("sendmail", "-bh").returncode == 0
 
 
-def test_bv_is_refused_rather_than_delivering(mailsys: MailSystem) -> None:
+def test_bv_queues_a_verification_request_not_the_message(mailsys: MailSystem) -> None:
+    from sdmail.core import qfile
+    from sdmail.core.records import TraceFlag
+
     mailsys.start("postdrop", sockets=("postdrop",))
-    result = mailsys.run("sendmail", "-bv", "bob", input=b"x\n")
-    assert result.returncode == 69
-    assert result.stderr == (
-        b"sendmail: fatal: -bv: recipient address verification is not available yet\n"
-    )
-    assert mailsys.queue_files() == []
+    result = mailsys.run("sendmail", "-bv", "bob", input=b"Subject: not read\n\nx\n")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == b"Mail Delivery Status Report will be mailed to <root>.\n"
+    (name,) = mailsys.queue_files("maildrop")
+    data = (mailsys.queue_dir / name).read_bytes()
+    queued = qfile.decode(data)
+    assert queued.envelope.trace_flags == TraceFlag.VERIFY
+    assert queued.content_from(data) == b""  # -bv collects no message
 
 
 def test_bad_main_cf_exits_78_naming_file_and_line(mailsys: MailSystem) -> None:

@@ -77,7 +77,8 @@ GOLDEN_MESSAGES: dict[str, tuple[Envelope, bytes]] = {
                 sasl_username="ann",
                 rewrite_context=RewriteContext.REMOTE,
             ),
-            attributes=(("trace_flags", "0"), ("empty", "")),
+            attributes=(("orig_queue_id", "0"), ("empty", "")),
+            trace_flags=1,
         ),
         b"From: Ann <ann@example.com>\nSubject: caf\xc3\xa9\n"
         + LONG_LINE
@@ -494,3 +495,37 @@ def test_delay_warning_update_refuses_a_file_that_does_not_match(tmp_path: Path)
     with open(path, "r+b") as file, pytest.raises(CorruptQueueFile, match="no delay warning"):
         qfile.set_delay_warning(file, wrong, 5)
     assert path.read_bytes() == VALID
+
+
+# -- trace flags ---------------------------------------------------------------------
+
+
+def test_trace_flags_are_cleared_in_place(tmp_path: Path) -> None:
+    envelope, content = GOLDEN_MESSAGES["full"]
+    path = tmp_path / "qf"
+    path.write_bytes(qfile.encode(envelope, content))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        before = qfile.read_envelope(fd)
+        assert before.envelope.trace_flags == 1
+        qfile.clear_trace_flags(fd, before)
+        after = qfile.read_envelope(fd)
+    finally:
+        os.close(fd)
+    assert after.envelope.trace_flags == 0
+    assert after.file_size == before.file_size
+    assert after.envelope.attributes == before.envelope.attributes
+
+
+@pytest.mark.parametrize("value", [b"4", b"x", b"11", b""])
+def test_a_bad_trace_flags_attribute_is_corrupt(value: bytes) -> None:
+    envelope, content = GOLDEN_MESSAGES["full"]
+    data = qfile.encode(envelope, content).replace(b"\x0dtrace_flags=1", b"trace_flags=" + value)
+    data = data.replace(b"Atrace_flags=", bytes([ord("A"), 12 + len(value)]) + b"trace_flags=", 1)
+    with pytest.raises(qfile.CorruptQueueFile):
+        qfile.decode(data)
+
+
+def test_trace_flags_out_of_range_are_refused_when_written() -> None:
+    with pytest.raises(qfile.InvalidEnvelope):
+        qfile.encode(Envelope(sender="", trace_flags=4), b"x\n")
