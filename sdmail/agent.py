@@ -12,7 +12,10 @@ alone meanwhile), and calls the agent's deliver function for each recipient (or 
 the request). Each outcome is logged as Postfix's delivery line (`core/log.format_delivery`:
 `to=<...>, relay=local, delay=..., delays=a/b/c/d, dsn=..., status=sent (...)`); each
 recipient that is FINISHED (sent or bounced) is marked done in the queue file
-(`qfile.mark_done`) BEFORE the worker answers with a `DeliveryResult`.  A request to
+(`qfile.mark_done`) BEFORE the worker answers with a `DeliveryResult`, and each result
+goes to the message's status logs (bounce/, defer/, trace/: core/bounce_log.logs_for)
+BEFORE the recipient is marked done: a bounce whose record cannot be written is deferred
+instead.  A request to
 verify (`sendmail -bv`, `Message.verifying`) is answered by the deliver function
 without delivering; its lines say `status=deliverable`/`undeliverable`, and every
 recipient is marked done. An exception the
@@ -26,9 +29,9 @@ back through a pipe as a status record (`core/dsn.encode_status`) and optional b
 exception in the child travels as a status, never as an exception. The serving process
 never changes its own user IDs.
 
-OWNS: the agent side of the delivery protocol, the done marks, the delivery log lines,
-the privilege-dropping child. MUST NOT: move queue files (qmgr's), write status logs
-(qmgr's), or act as a user in the serving process. Hostile input: a request from a
+OWNS: the agent side of the delivery protocol, the done marks, the status log records of
+its results, the delivery log lines, the privilege-dropping child. MUST NOT: move queue
+files (qmgr's), or act as a user in the serving process. Hostile input: a request from a
 process that may be confused (queue names, IDs and offsets are checked against the queue
 file before anything is delivered), and whatever the deliver function touches.
 
@@ -54,6 +57,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from sdmail.core import bounce_log
 from sdmail.core.address import AddressError, quote_address
 from sdmail.core.config import bind
 from sdmail.core.deliver_request import (
@@ -64,6 +68,8 @@ from sdmail.core.deliver_request import (
     DeliveryResult,
     RecipientStatus,
     RequestRecipient,
+    status_word,
+    verify_word,
 )
 from sdmail.core.dsn import DeliveryFailure, DsnError, Status, decode_status, encode_status
 from sdmail.core.ipc import ProtocolError, encode_frame, peer_credentials, recv_frame
@@ -348,6 +354,10 @@ class _Answer:
                 self._log(recipient, outcome, finished)
             final = _combined(listed)
             word = status_word(final.status)
+            if handle is not None and not self._record(recipient, final) and word == BOUNCED:
+                # Done without its bounce record, the sender would never hear of it.
+                final = Outcome(Status("4.3.0", "cannot write the bounce log"), final.relay)
+                word = DEFERRED
             if (word != DEFERRED or self.verifying) and handle is not None:
                 _mark_done(handle, self.request.queue_id, recipient)
             statuses.append(
@@ -361,6 +371,35 @@ class _Answer:
                 )
             )
         return DeliveryResult(tuple(statuses))
+
+    def _record(self, recipient: RequestRecipient, outcome: Outcome) -> bool:
+        """The status log records for RECIPIENT's result, before its done mark (see
+        core/bounce_log); False when one could not be written."""
+        request = self.request
+        status = outcome.status
+        wanted = bounce_log.logs_for(
+            status,
+            notify=recipient.notify,
+            trace_flags=request.trace_flags,
+            transport=request.transport,
+        )
+        written = True
+        for log, action in wanted:
+            record = bounce_log.StatusRecord(
+                address=recipient.address,
+                status=status_word(status),
+                dsn=status.dsn,
+                text=status.text,
+                orig_address=recipient.orig_address,
+                relay=outcome.relay or self.agent.transport,
+                action=action,
+            )
+            try:
+                bounce_log.append(self.settings.queue_directory, log, request.queue_id, record)
+            except OSError as exc:
+                msg_warning(request.queue_id, f"cannot write the {log} log: {exc.strerror or exc}")
+                written = False
+        return written
 
     def _log(self, recipient: RequestRecipient, outcome: Outcome, finished: float) -> None:
         request = self.request
@@ -393,18 +432,6 @@ def _combined(outcomes: list[Outcome]) -> Outcome:
             if status_word(outcome.status) == wanted:
                 return outcome
     return outcomes[0]
-
-
-def status_word(status: Status) -> str:
-    """`sent`, `deferred` or `bounced`, as the log and qmgr say it."""
-    if status.is_success:
-        return SENT
-    return DEFERRED if status.is_temporary else BOUNCED
-
-
-def verify_word(status: Status) -> str:
-    """`deliverable` or `undeliverable`, as a `sendmail -bv` attempt logs it."""
-    return "deliverable" if status.is_success else "undeliverable"
 
 
 def _mark_done(handle: QueueFileHandle, queue_id: str, recipient: RequestRecipient) -> None:

@@ -33,6 +33,18 @@ SENT, BOUNCED, DEFERRED = "sent", "bounced", "deferred"
 STATUSES = frozenset({SENT, BOUNCED, DEFERRED})
 
 
+def status_word(status: Status) -> str:
+    """`sent`, `deferred` or `bounced`, as the log, qmgr and the status logs say it."""
+    if status.is_success:
+        return SENT
+    return DEFERRED if status.is_temporary else BOUNCED
+
+
+def verify_word(status: Status) -> str:
+    """`deliverable` or `undeliverable`, as a `sendmail -bv` attempt logs it."""
+    return "deliverable" if status.is_success else "undeliverable"
+
+
 @dataclass(frozen=True)
 class RequestRecipient:
     address: str

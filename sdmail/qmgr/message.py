@@ -7,15 +7,13 @@ ones with their last reason (for the retry, or for the bounce when the message
 expires).  The file itself is closed and unlocked while qmgr holds this: the
 delivery agents open it, and take their shared lock, themselves.
 
-`StatusLogs` writes what qmgr learns about a recipient: a record in
-`defer/QUEUEID` (what mailq shows) or `bounce/QUEUEID` (what the notice reports),
-through core/bounce_log, and, for outcomes qmgr decides itself (an agent that
-cannot be reached, a destination that rests, an address that cannot be
-resolved), the delivery line an agent would have logged.  `trace/QUEUEID` gets
-what the sender's report needs (Postfix's trace service): every result of a
-`sendmail -v` message's attempt, every answer for a `sendmail -bv` message (which
-then writes nothing else: nothing is deferred or bounced, only verified), and
-each delivery to a recipient that asked for DSN NOTIFY=SUCCESS.
+`StatusLogs` keeps what qmgr learns about a recipient: deferrals in memory (for
+the retry, or the bounce when the message expires) and, for outcomes qmgr decides
+itself (an agent that cannot be reached, a destination that rests, an address
+that cannot be resolved, an expired message), the records in `defer/`,
+`bounce/` and `trace/` (core/bounce_log.logs_for says which) and the delivery
+line an agent would have logged.  For an agent's results the agent wrote the
+records itself, before its done marks.
 
 Failure modes: `StatusLogs` never raises: a status log that cannot be written is
 a logged warning (the recipient keeps its outcome in memory).
@@ -28,13 +26,10 @@ import time
 from dataclasses import dataclass, field
 
 from sdmail.core import bounce_log
-from sdmail.core.deliver_request import BOUNCED, DEFERRED, SENT, RequestRecipient
+from sdmail.core.deliver_request import RequestRecipient, status_word, verify_word
 from sdmail.core.dsn import Status
 from sdmail.core.log import format_delivery, msg_info, msg_warning
-from sdmail.core.records import Envelope, Notify, QueueName, Recipient, TraceFlag
-
-# Transports whose deliveries hand the message on rather than deliver it (DSN "relayed").
-RELAYING_TRANSPORTS = frozenset({"smtp", "relay"})
+from sdmail.core.records import Envelope, QueueName, Recipient, TraceFlag
 
 
 @dataclass(frozen=True)
@@ -88,7 +83,12 @@ class ActiveMessage:
 
 
 class StatusLogs:
-    """Writes recipients' outcomes to the message's status logs and the mail log."""
+    """Writes recipients' outcomes to the message's status logs and the mail log.
+
+    BY_AGENT says the result came from a delivery agent, which wrote the status log
+    records itself before marking the recipient done (sdmail/agent.py): qmgr then only
+    keeps the deferral in memory.  For its own decisions qmgr writes the records.
+    """
 
     def __init__(self, queue_directory: str, resolution_limit: int) -> None:
         self.queue_directory = queue_directory
@@ -102,20 +102,12 @@ class StatusLogs:
         *,
         relay: str = "none",
         log_line: bool = True,
+        by_agent: bool = False,
     ) -> None:
         """RECIPIENT is deferred with STATUS: defer log, memory, and (LOG_LINE) the mail log."""
-        if message.verifying:
-            self._trace(message, recipient, status, relay=relay, action="undeliverable")
-            if log_line:
-                self.log_line(message, recipient, "undeliverable", status, relay)
-            return
-        if recipient.offset is not None:
+        if recipient.offset is not None and not message.verifying:
             message.deferred[recipient.offset] = (recipient, status)
-        self._append(message, QueueName.DEFER, DEFERRED, recipient, status, relay=relay)
-        if message.recording:
-            self._trace(message, recipient, status, relay=relay, action="delayed")
-        if log_line:
-            self.log_line(message, recipient, DEFERRED, status, relay)
+        self._result(message, recipient, status, relay, log_line=log_line, by_agent=by_agent)
 
     def bounced(
         self,
@@ -125,18 +117,13 @@ class StatusLogs:
         *,
         relay: str = "none",
         log_line: bool = True,
+        by_agent: bool = False,
     ) -> None:
-        """RECIPIENT failed for good with STATUS: a record for the non-delivery notice."""
-        if message.verifying:
-            self._trace(message, recipient, status, relay=relay, action="undeliverable")
-            if log_line:
-                self.log_line(message, recipient, "undeliverable", status, relay)
-            return
-        self._append(message, QueueName.BOUNCE, BOUNCED, recipient, status, relay=relay)
-        if message.recording:
-            self._trace(message, recipient, status, relay=relay, action="failed")
-        if log_line:
-            self.log_line(message, recipient, BOUNCED, status, relay)
+        """RECIPIENT failed for good with STATUS (a 4.x.x one when the message expired): a
+        record for the non-delivery notice."""
+        self._result(
+            message, recipient, status, relay, log_line=log_line, by_agent=by_agent, bounce=True
+        )
 
     def sent(
         self,
@@ -145,18 +132,34 @@ class StatusLogs:
         status: Status,
         *,
         relay: str = "none",
-        transport: str | None = None,
         log_line: bool = True,
+        by_agent: bool = False,
     ) -> None:
         """RECIPIENT was delivered (or, LOG_LINE, needs no delivery by qmgr's own decision):
         a trace record when the sender asked to hear of it."""
-        if message.verifying:
-            self._trace(message, recipient, status, relay=relay, action="deliverable")
-        elif message.recording or Notify.SUCCESS in recipient.notify:
-            action = "relayed" if transport in RELAYING_TRANSPORTS else "delivered"
-            self._trace(message, recipient, status, relay=relay, action=action)
+        self._result(message, recipient, status, relay, log_line=log_line, by_agent=by_agent)
+
+    def _result(
+        self,
+        message: ActiveMessage,
+        recipient: Recipient,
+        status: Status,
+        relay: str,
+        *,
+        log_line: bool,
+        by_agent: bool,
+        bounce: bool = False,
+    ) -> None:
+        if not by_agent:
+            for log, action in bounce_log.logs_for(
+                status, notify=recipient.notify, trace_flags=message.envelope.trace_flags,
+                transport="", expired=bounce,
+            ):  # fmt: skip
+                self._append(message, log, recipient, status, relay=relay, action=action)
         if log_line:
-            word = "deliverable" if message.verifying else SENT
+            word = "bounced" if bounce else status_word(status)
+            if message.verifying:
+                word = verify_word(status)
             self.log_line(message, recipient, word, status, relay)
 
     def log_line(
@@ -186,25 +189,10 @@ class StatusLogs:
             ),
         )
 
-    def _trace(
-        self,
-        message: ActiveMessage,
-        recipient: Recipient,
-        status: Status,
-        *,
-        relay: str,
-        action: str,
-    ) -> None:
-        outcome = DEFERRED if status.is_temporary else BOUNCED if status.is_permanent else SENT
-        self._append(
-            message, QueueName.TRACE, outcome, recipient, status, relay=relay, action=action
-        )
-
     def _append(
         self,
         message: ActiveMessage,
         log: QueueName,
-        outcome: str,
         recipient: Recipient,
         status: Status,
         *,
@@ -213,7 +201,7 @@ class StatusLogs:
     ) -> None:
         record = bounce_log.StatusRecord(
             address=recipient.address,
-            status=outcome,
+            status=status_word(status),
             dsn=status.dsn,
             text=status.text,
             orig_address=recipient.orig_address,

@@ -58,7 +58,6 @@ from sdmail.cleanup.api import Cleanup
 from sdmail.core import systemd
 from sdmail.core.config import Config, ConfigError, bind
 from sdmail.core.deliver_request import (
-    BOUNCED,
     DEFERRED,
     SENT,
     DeliveryRequest,
@@ -595,30 +594,26 @@ def _site_failure(result: DeliveryResult) -> Status | None:
 
 
 def _record_result(logs: StatusLogs, entry: Entry, result: DeliveryResult) -> None:
-    """The agent's answer into the status logs (the agent logged the delivery lines)."""
+    """The agent's answer into memory (the agent logged the delivery lines and wrote the
+    status log records before its done marks)."""
     by_offset = {status.offset: status for status in result.recipients}
     message = entry.message
     for todo in entry.todos:
         status = by_offset.get(todo.request_recipient().offset)
         if status is None:
             logs.deferred(message, todo.settled(), dispatch.TRANSPORT_ERROR)
-        elif status.status == SENT:
-            logs.sent(
-                message,
-                todo.settled(),
-                status.as_status(),
-                relay=status.relay,
-                transport=entry.transport,
-                log_line=False,
-            )
-        elif status.status == BOUNCED:
-            logs.bounced(
-                message, todo.settled(), status.as_status(), relay=status.relay, log_line=False
-            )
-        else:
-            logs.deferred(
-                message, todo.settled(), status.as_status(), relay=status.relay, log_line=False
-            )
+            continue
+        record = logs.sent if status.status == SENT else logs.bounced
+        if status.status == DEFERRED:
+            record = logs.deferred
+        record(
+            message,
+            todo.settled(),
+            status.as_status(),
+            relay=status.relay,
+            log_line=False,
+            by_agent=True,
+        )
 
 
 def _count(queue: Spool, name: QueueName) -> int:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 import time
 
-from sdmail.core import ipc, qfile
+from sdmail.core import bounce_log, ipc, qfile
 from sdmail.core.deliver_request import DeliveryRequest, DeliveryResult, RequestRecipient
 from sdmail.core.records import Envelope, QueueName, Recipient
 from sdmail.core.spool import Spool
@@ -104,3 +104,31 @@ def test_the_error_program_under_another_name_refuses_to_start(mailsys):
     process = mailsys.start("error", sockets=("smtp",), args=("-n", "smtp"))
     assert process.wait(30) == 64
     assert "bad error service name: smtp" in mailsys.log("error")
+
+
+def test_the_agent_writes_the_status_logs_before_it_answers(mailsys) -> None:
+    """The bounce record is the agent's, written before its done mark: a qmgr killed
+    right after the agent answered (here: no qmgr at all) cannot lose the notice."""
+    mailsys.start("error", sockets=("error",), args=("-n", "error"))
+    request = queue_message(mailsys, "error", "5.1.2 gone away", "a@example.test")
+    result = ask(mailsys, request)
+    assert [(r.status, r.dsn) for r in result.recipients] == [("bounced", "5.1.2")]
+    assert done_marks(mailsys, request.queue_id) == [True]
+    [record] = bounce_log.read(mailsys.queue_dir, QueueName.BOUNCE, request.queue_id)
+    assert (record.address, record.status, record.dsn, record.text) == (
+        "a@example.test",
+        "bounced",
+        "5.1.2",
+        "gone away",
+    )
+    assert bounce_log.read(mailsys.queue_dir, QueueName.DEFER, request.queue_id) == []
+
+
+def test_a_deferral_goes_to_the_defer_log_and_leaves_the_recipient_open(mailsys) -> None:
+    mailsys.start("error", sockets=("retry",), args=("-n", "retry"))
+    request = queue_message(mailsys, "retry", "4.4.1 try later", "b@example.test")
+    result = ask(mailsys, request)
+    assert [(r.status, r.dsn) for r in result.recipients] == [("deferred", "4.4.1")]
+    assert done_marks(mailsys, request.queue_id) == [False]
+    [record] = bounce_log.read(mailsys.queue_dir, QueueName.DEFER, request.queue_id)
+    assert (record.status, record.dsn, record.text) == ("deferred", "4.4.1", "try later")

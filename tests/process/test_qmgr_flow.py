@@ -2,8 +2,9 @@
 
 The test plays the delivery agent (`FakeAgent`, on `$socket_directory/local`): it
 speaks core/deliver_request over core/ipc, opens the queue file through core/spool
-under a shared lock, marks each recipient it finished done with qfile.mark_done,
-counts every real delivery, and answers sent, deferred or bounced as the test says.
+under a shared lock, writes each result's status log records (core/bounce_log) and
+then marks each recipient it finished done with qfile.mark_done, counts every real
+delivery, and answers sent, deferred or bounced as the test says.
 Messages are put into incoming/ with core/spool, the way cleanup writes them.
 """
 
@@ -30,6 +31,8 @@ from sdmail.core.deliver_request import (
     DeliveryRequest,
     DeliveryResult,
     RecipientStatus,
+    RequestRecipient,
+    status_word,
 )
 from sdmail.core.dsn import Status
 from sdmail.core.records import Envelope, QueueName, Recipient
@@ -106,6 +109,16 @@ class FakeAgent:
                 )
             )
 
+    def _record(self, request: DeliveryRequest, rcpt: RequestRecipient, status: Status) -> None:
+        for log, action in bounce_log.logs_for(
+            status, notify=rcpt.notify, trace_flags=request.trace_flags, transport="local"
+        ):
+            record = bounce_log.StatusRecord(
+                rcpt.address, status_word(status), status.dsn, status.text,
+                orig_address=rcpt.orig_address, relay="local", action=action,
+            )  # fmt: skip
+            bounce_log.append(self._spool.path, log, request.queue_id, record)
+
     def _deliver_locked(self, request: DeliveryRequest) -> DeliveryResult:
         statuses = []
         with (
@@ -119,6 +132,8 @@ class FakeAgent:
             done = {r.offset for r in parsed.envelope.recipients if r.done}
             for rcpt in request.recipients:
                 status, dsn, text = self.answer(rcpt.address)
+                if rcpt.offset not in done:
+                    self._record(request, rcpt, Status(dsn, text))
                 if status in (SENT, BOUNCED) and rcpt.offset not in done:
                     if status == SENT:
                         self.deliveries[(request.queue_id, rcpt.address)] += 1
