@@ -396,6 +396,34 @@ PARAMS: Mapping[str, Param] = _registry(
     _i("smtpd_client_connection_count_limit", "50", "Connections one client may have at once."),
     _b("smtpd_client_port_logging", "no", "Log the client's port."),
     _s("smtpd_reject_footer", "", "Text after every reject reply."),
+    _t(
+        "smtpd_policy_service_timeout",
+        "100s",
+        "Time limit to connect to, write to or read from a policy server.",
+        "s",
+        1,
+    ),
+    _t(
+        "smtpd_policy_service_max_idle", "300s", "Close a policy connection idle this long.", "s", 1
+    ),
+    _t("smtpd_policy_service_max_ttl", "1000s", "Close a policy connection this old.", "s", 1),
+    _i("smtpd_policy_service_try_limit", "2", "Attempts to send a policy request.", 1),
+    _t("smtpd_policy_service_retry_delay", "1s", "Pause between policy request attempts.", "s", 1),
+    _i(
+        "smtpd_policy_service_request_limit",
+        "0",
+        "Policy requests per connection before it is closed (0: no limit).",
+    ),
+    _s(
+        "smtpd_policy_service_default_action",
+        "451 4.3.5 Server configuration problem",
+        "The access result when a policy server gives no answer.",
+    ),
+    _s(
+        "smtpd_policy_service_policy_context",
+        "",
+        "The policy_context attribute sent to policy servers.",
+    ),
     _i(
         "unknown_local_recipient_reject_code",
         "550",

@@ -34,17 +34,24 @@ reject_unlisted_recipient, reject_unknown_recipient_domain, reject_unknown_sende
 reject_non_fqdn_helo_hostname, reject_invalid_helo_hostname, check_client_access,
 check_helo_access, check_sender_access, check_recipient_access (access(5) tables with
 Postfix's key order and results: OK or a number, REJECT, DEFER, 4NN/5NN text, DUNNO, HOLD,
-DISCARD, a restriction or a restriction class), the DNS blocklists reject_rbl_client and
-reject_rhsbl_client / _reverse_client / _helo / _sender / _recipient (dnsbl.py; `554 5.7.1
-Service unavailable; Client host [ADDR] blocked using ZONE[; TXT reason]`,
-maps_rbl_reject_code). Not yet: check_policy_service and the other Postfix restrictions in
-`_NOT_YET` (logged at start and skipped, so a Postfix main.cf still starts), the other
-access actions (FILTER, REDIRECT, PREPEND, WARN: logged and treated as DUNNO).
+DISCARD, DEFER_IF_PERMIT and DEFER_IF_REJECT (kept for the end of the evaluation: a permit
+becomes the deferral, a 5xx refusal the other), a restriction or a restriction class), the
+DNS blocklists reject_rbl_client and reject_rhsbl_client / _reverse_client / _helo / _sender /
+_recipient (dnsbl.py; `554 5.7.1 Service unavailable; Client host [ADDR] blocked using
+ZONE[; TXT reason]`, maps_rbl_reject_code), and check_policy_service (policy.py: the
+server's action is read as an access table result naming the list's subject; a server that
+gives none yields smtpd_policy_service_default_action). The `protocol_state` of a check is
+the command at hand (CONNECT, HELO/EHLO, MAIL, RCPT, DATA, END-OF-MESSAGE, VRFY), so with
+smtpd_delay_reject the client list's policy requests say RCPT, as Postfix's do.
+Not yet: the other Postfix restrictions in `_NOT_YET` (logged at start and skipped, so a
+Postfix main.cf still starts), the other access actions (FILTER, REDIRECT, PREPEND, WARN:
+logged and treated as DUNNO).
 
 Failure modes: building a Checks raises ConfigError naming the parameter for an unknown
 restriction, a restriction missing its table, a class without a definition, or relay and
 recipient lists without one of reject_unauth_destination, defer_unauth_destination,
-reject or defer (Postfix's "specify at least one working instance"); a table that cannot
+reject or defer (Postfix's "specify at least one working instance"), a policy service it
+cannot parse; a table that cannot
 be opened is logged and every lookup in it then fails temporarily (Postfix's surrogate
 table). At run time nothing raises: a table or resolver failure becomes `451 4.3.0
 <address>: Temporary lookup failure`, a DNS failure a 450 of the unknown-domain kind.
@@ -56,7 +63,7 @@ import enum
 import ipaddress
 import logging
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Protocol
 
 from sdmail.core.address import (
@@ -81,7 +88,9 @@ from sdmail.smtpd.dnsbl import (
     listed,
     parse_blocklist,
 )
+from sdmail.smtpd.policy import PolicyClient, PolicyError, PolicySettings, parse_service
 from sdmail.smtpd.replies import LOOKUP_FAILURE_TEXT, Reply, reply
+from sdmail.smtpd.tls import TlsInfo
 from sdmail.trivial_rewrite.resolve import (
     AddressClass,
     Resolved,
@@ -147,7 +156,6 @@ _SIMPLE_RESTRICTIONS = frozenset(
 # Postfix restrictions sdmail does not do yet, with the number of arguments each takes: a
 # main.cf written for Postfix still starts; each is logged once at start and skipped.
 _NOT_YET: dict[str, int] = {
-    "check_policy_service": 1,
     "check_reverse_client_hostname_access": 1,
     "check_client_mx_access": 1,
     "check_client_ns_access": 1,
@@ -235,6 +243,17 @@ class Facts:
     recipient: str | None = None
     sasl_username: str | None = None
     improper_pipelining: bool = False
+    # What only policy servers are told (policy.py).
+    state: str = "CONNECT"  # Postfix's protocol_state: the command being checked
+    protocol_name: str = "SMTP"
+    recipient_count: int = 0
+    size: int = 0
+    instance: str = ""
+    sasl_method: str | None = None
+    tls: TlsInfo | None = None
+    client_port: int | None = None
+    server_address: str | None = None
+    server_port: int | None = None
 
     @property
     def client(self) -> str:
@@ -329,6 +348,7 @@ class _Step:
     tables: tuple[Table, ...] = ()
     argument: str = ""
     blocklist: Blocklist | None = None
+    policy: PolicyClient | None = None
 
 
 @dataclass(frozen=True)
@@ -350,6 +370,10 @@ class _Evaluation:
     facts: Facts
     resolved: dict[str, Resolved] = field(default_factory=dict)
     actions: list[Verdict] = field(default_factory=list)
+    # DEFER_IF_PERMIT / DEFER_IF_REJECT met on the way: the reply that replaces a permit
+    # (the lists all passed) or a 5xx reject.
+    defer_if_permit: Verdict | None = None
+    defer_if_reject: Verdict | None = None
 
 
 class Checks:
@@ -363,6 +387,8 @@ class Checks:
         dns: Dns | None = None,
     ) -> None:
         self.settings = s = bind(CheckSettings, cfg)
+        self.policy_settings = bind(PolicySettings, cfg)
+        self._policies: dict[str, PolicyClient] = {}
         self.resolver = resolver or Resolver(bind(ResolveSettings, cfg))
         self.rewrite_settings = self.resolver.settings
         self.dns = dns or Dns()
@@ -437,6 +463,11 @@ class Checks:
                 except BlocklistError as exc:
                     raise ConfigError(f"{name}: {exc}", name=parameter) from None
                 steps.append(_Step(name, argument=text or "", blocklist=blocklist))
+            elif name == "check_policy_service":
+                text = next(words, None)
+                if text is None:
+                    raise ConfigError(f'restriction "{name}" needs a server', name=parameter)
+                steps.append(_Step(name, argument=text, policy=self._policy(text, parameter)))
             elif name in _NOT_YET:
                 argument = " ".join(next(words, "") for _ in range(_NOT_YET[name]))
                 shown = f"{name} {argument}".rstrip()
@@ -446,6 +477,22 @@ class Checks:
             else:
                 raise ConfigError(f'unknown restriction "{word}"', name=parameter)
         return tuple(steps)
+
+    def _policy(self, text: str, parameter: str) -> PolicyClient:
+        """One client per service text, shared by every list that names it."""
+        if text not in self._policies:
+            try:
+                endpoint, limits = parse_service(text, self.policy_settings)
+            except PolicyError as exc:
+                raise ConfigError(f"check_policy_service: {exc}", name=parameter) from None
+            version = self.policy_settings.mail_version
+            self._policies[text] = PolicyClient(endpoint, limits, version)
+        return self._policies[text]
+
+    def close(self) -> None:
+        """Close the policy servers' idle connections (a reload replaced these Checks)."""
+        for client in self._policies.values():
+            client.close()
 
     def _check_relay_protection(self) -> None:
         names = {step.name for step in (*self.relay_steps, *self.recipient_steps)}
@@ -462,7 +509,7 @@ class Checks:
         """smtpd_client_restrictions now, unless they wait for RCPT (smtpd_delay_reject)."""
         if self.settings.smtpd_delay_reject:
             return None
-        return self._run_lists(facts, [("client", self.client_steps)])
+        return self._run_lists(replace(facts, state="CONNECT"), [("client", self.client_steps)])
 
     def at_helo(self, facts: Facts) -> Verdict | None:
         if self.settings.smtpd_delay_reject:
@@ -487,17 +534,19 @@ class Checks:
                 ("sender", self.sender_steps),
             ]
         lists += [("recipient", self.relay_steps), ("recipient", self.recipient_steps)]
-        evaluation = _Evaluation(facts)
-        refusal = self._run_lists(facts, lists, evaluation)
+        evaluation = _Evaluation(replace(facts, state="RCPT"))
+        refusal = self._unsettled(evaluation, lists)
         if refusal is None and self.settings.smtpd_reject_unlisted_recipient:
             refusal = self._guarded(evaluation, self._unlisted_recipient)
+        refusal = self._settled(evaluation, refusal)
         return [*evaluation.actions, *([refusal] if refusal else [])]
 
     def at_data(self, facts: Facts) -> Verdict | None:
         return self._run_lists(facts, [("data", self.data_steps)])
 
     def at_end_of_data(self, facts: Facts) -> Verdict | None:
-        return self._run_lists(facts, [("data", self.end_of_data_steps)])
+        facts = replace(facts, state="END-OF-MESSAGE")
+        return self._run_lists(facts, [("end-of-data", self.end_of_data_steps)])
 
     def at_vrfy(self, facts: Facts) -> Verdict | None:
         """VRFY: the recipient's existence, as the unlisted-recipient check sees it."""
@@ -505,12 +554,26 @@ class Checks:
 
     # -- evaluation ----------------------------------------------------------------------
     def _run_lists(
-        self,
-        facts: Facts,
-        lists: list[tuple[str, tuple[_Step, ...]]],
-        evaluation: _Evaluation | None = None,
+        self, facts: Facts, lists: list[tuple[str, tuple[_Step, ...]]]
     ) -> Verdict | None:
-        evaluation = evaluation or _Evaluation(facts)
+        evaluation = _Evaluation(facts)
+        return self._settled(evaluation, self._unsettled(evaluation, lists))
+
+    @staticmethod
+    def _settled(evaluation: _Evaluation, refusal: Verdict | None) -> Verdict | None:
+        """REFUSAL, or what DEFER_IF_PERMIT / DEFER_IF_REJECT make of the outcome."""
+        if refusal is None:
+            return evaluation.defer_if_permit
+        reply = refusal.reply
+        if evaluation.defer_if_reject is not None and reply is not None and reply.code >= 500:
+            return evaluation.defer_if_reject
+        return refusal
+
+    def _unsettled(
+        self, evaluation: _Evaluation, lists: list[tuple[str, tuple[_Step, ...]]]
+    ) -> Verdict | None:
+        """The first refusal of LISTS (None: they all passed), DEFER_IF_* not yet applied."""
+        facts = evaluation.facts
         for context, steps in lists:
             subject = self._subject(context, facts)
 
@@ -540,6 +603,8 @@ class Checks:
             return _Subject(facts.helo or "", "Helo command")
         if context == "sender":
             return _Subject(facts.sender or "", "Sender address")
+        if context == "end-of-data":
+            return _Subject("END-OF-MESSAGE", "End-of-data")
         if context == "recipient" or facts.recipient is not None:
             return _Subject(facts.recipient or "", "Recipient address")
         return _Subject("DATA", "Data command")
@@ -585,6 +650,9 @@ class Checks:
             return self._refuse(503, "5.5.0", subject, text)
         if name in _TABLE_RESTRICTIONS:
             return self._check_access(evaluation, step, subject, depth)
+        if step.policy is not None:
+            action = step.policy.ask(facts).strip()
+            return self._access_result(evaluation, action, subject, depth)
         if name in ("reject_non_fqdn_helo_hostname", "reject_non_fqdn_hostname"):
             return self._non_fqdn_helo(facts)
         if name in ("reject_invalid_helo_hostname", "reject_invalid_hostname"):
@@ -902,6 +970,15 @@ class Checks:
         if upper == "DEFER":
             return self._refuse(s.access_map_defer_code, "4.7.1", subject, text or "Access denied")
         if upper == "DUNNO":
+            return None
+        if upper in ("DEFER_IF_PERMIT", "DEFER_IF_REJECT"):
+            deferral = self._refuse(
+                s.access_map_defer_code, "4.7.1", subject, text or "Service unavailable"
+            )
+            if upper == "DEFER_IF_PERMIT":
+                evaluation.defer_if_permit = evaluation.defer_if_permit or deferral
+            else:
+                evaluation.defer_if_reject = evaluation.defer_if_reject or deferral
             return None
         if upper in ("HOLD", "DISCARD"):
             action = Action.HOLD if upper == "HOLD" else Action.DISCARD

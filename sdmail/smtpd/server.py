@@ -119,7 +119,9 @@ class SmtpdServer:
 
     def replace_services(self, services: dict[str, Service]) -> None:
         """A reload: new sessions use SERVICES; running ones keep theirs."""
-        self.services = services
+        old, self.services = self.services, services
+        for service in old.values():
+            service.checks.close()  # idle policy connections; a running session opens anew
         self._exceptions = {}
 
     def protocol_factory(self, listener: str) -> Callable[[], SmtpdProtocol]:
@@ -183,8 +185,8 @@ class SmtpdProtocol(SMTP):
             if address and settings.smtpd_peername_lookup:
                 name = await self.server.in_thread(lookup_client_name, address)
             local = self.transport.get_extra_info("sockname") if self.transport else None
-            local_address, _ = _peer_address(local)
-            client = Client(name, address or "unknown", port, local_address or None)
+            local_address, local_port = _peer_address(local)
+            client = Client(name, address or "unknown", port, local_address or None, local_port)
             session = Session(self.service, client)
             self.dialogue = session
             log.info("connect from %s", session.namaddr)

@@ -33,7 +33,9 @@ its traceback and answered `451 4.3.0 Error: queue file write error`.
 from __future__ import annotations
 
 import logging
+import os
 import string
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -125,6 +127,7 @@ class Client:
     address: str
     port: int | None = None
     local_address: str | None = None
+    local_port: int | None = None
 
     def namaddr(self, with_port: bool = False) -> str:
         text = f"{self.name}[{self.address}]"
@@ -148,6 +151,8 @@ class Transaction:
     envid: str | None = None
     smtputf8: bool = False
     body_type: BodyType | None = None
+    size: int = 0  # MAIL's SIZE=, then the size of the message received
+    instance: str = ""  # the policy servers' name for this transaction
     recipients: list[Recipient] = field(default_factory=list)
     actions: list[Verdict] = field(default_factory=list)
     mode: str | None = None  # "DATA" or "BDAT" once content started
@@ -181,6 +186,7 @@ class Session:
         self.sasl_method: str | None = None
         self._exchange: Exchange | None = None
         self._pending: ChunkExpected | None = None
+        self._transactions = 0
 
     # -- helpers -------------------------------------------------------------------------
     @property
@@ -220,14 +226,25 @@ class Session:
         return self.client.namaddr()
 
     def facts(self, recipient: str | None = None) -> Facts:
+        transaction = self.transaction
         return Facts(
             client_name=self.client.name,
             client_address=self.client.address,
             helo=self.helo_name,
-            sender=self.transaction.sender if self.transaction else None,
+            sender=transaction.sender if transaction else None,
             recipient=recipient,
             sasl_username=self.sasl_username,
             improper_pipelining=self.improper_pipelining,
+            state=self.where,
+            protocol_name=self.protocol,
+            recipient_count=len(transaction.recipients) if transaction else 0,
+            size=transaction.size if transaction else 0,
+            instance=transaction.instance if transaction else "",
+            sasl_method=self.sasl_method,
+            tls=self.tls,
+            client_port=self.client.port,
+            server_address=self.client.local_address,
+            server_port=self.client.local_port,
         )
 
     def offers(self, keyword: str) -> bool:
@@ -391,7 +408,7 @@ class Session:
             sender = parse_path(path, strict=s.strict_rfc821_envelopes)
         except AddressError:
             return replies.BAD_SENDER
-        transaction = Transaction(sender)
+        transaction = Transaction(sender, instance=self._new_instance())
         refusal = self._mail_parameters(transaction, parameters)
         if refusal is not None:
             return refusal
@@ -418,6 +435,7 @@ class Session:
                     return replies.bad_parameter("SIZE")
                 if s.message_size_limit and int(value) > s.message_size_limit:
                     return replies.SIZE_EXCEEDS_LIMIT
+                transaction.size = int(value)
             elif keyword == "BODY" and equals:
                 try:
                     transaction.body_type = BodyType(value.upper())
@@ -722,8 +740,20 @@ class Session:
         return replies.auth_failed(reason)
 
     # -- queueing --------------------------------------------------------------------------
+    def _new_instance(self) -> str:
+        """Postfix's instance attribute: process, time and a count, new for each MAIL."""
+        self._transactions += 1
+        now = time.time()
+        seconds, micro = int(now), int(now % 1 * 1_000_000)
+        return f"{os.getpid():x}.{seconds:x}.{micro:x}.{self._transactions:x}"
+
     def _queue(self, transaction: Transaction, content: bytes) -> Reply:
-        verdict = self.service.checks.at_end_of_data(self.facts())
+        transaction.size = len(content)
+        self.transaction = transaction  # the facts of END-OF-MESSAGE are this transaction's
+        try:
+            verdict = self.service.checks.at_end_of_data(self.facts())
+        finally:
+            self.transaction = None
         if verdict is not None and verdict.reply is not None:
             self._log_reject("END-OF-MESSAGE", verdict.reply)
             return verdict.reply

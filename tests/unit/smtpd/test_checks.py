@@ -168,6 +168,33 @@ def test_check_recipient_access_results(world, talk, value, expected):
     assert rcpt(world, talk, "bad@remote.example", extra, address="127.0.0.1") == expected
 
 
+@pytest.mark.parametrize(
+    ("then", "expected"),
+    [
+        ("permit", "450 4.7.1 <bad@remote.example>: Recipient address rejected: greylisted"),
+        ("reject", "554 5.7.1 <bad@remote.example>: Recipient address rejected: Access denied"),
+    ],
+)
+def test_defer_if_permit_defers_only_what_would_pass(world, talk, then, expected):
+    table = world.table("access", "remote.example DEFER_IF_PERMIT greylisted\n")
+    extra = f"smtpd_recipient_restrictions = check_recipient_access {table}, {then}\n"
+    assert rcpt(world, talk, "bad@remote.example", extra, address="127.0.0.1") == expected
+
+
+@pytest.mark.parametrize(
+    ("then", "expected"),
+    [
+        ("permit", "250 2.1.5 Ok"),
+        ("reject", "450 4.7.1 <bad@remote.example>: Recipient address rejected: not sure"),
+        ("defer", "450 4.7.1 <bad@remote.example>: Recipient address rejected: Access denied"),
+    ],
+)
+def test_defer_if_reject_turns_a_later_reject_into_a_deferral(world, talk, then, expected):
+    table = world.table("access", "remote.example DEFER_IF_REJECT not sure\n")
+    extra = f"smtpd_recipient_restrictions = check_recipient_access {table}, {then}\n"
+    assert rcpt(world, talk, "bad@remote.example", extra, address="127.0.0.1") == expected
+
+
 def test_access_keys_follow_postfix_order(world, talk):
     table = world.table(
         "access", "user@sub.remote.example OK\nremote.example REJECT\nother@ REJECT by user\n"
@@ -328,13 +355,14 @@ def test_undefined_restriction_class_is_a_configuration_error(world):
 def test_postfix_restrictions_not_done_yet_are_skipped_with_a_warning(world, talk, caplog):
     extra = (
         "smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination, "
-        "check_policy_service inet:127.0.0.1:10023, check_client_mx_access texthash:/nowhere, "
+        "check_reverse_client_hostname_access texthash:/nowhere, "
+        "check_client_mx_access texthash:/nowhere, "
         "reject_unknown_client_hostname\n"
     )
     assert rcpt(world, talk, "root@localhost", extra) == "250 2.1.5 Ok"
     assert (
-        "smtpd_recipient_restrictions: check_policy_service inet:127.0.0.1:10023 is not "
-        "supported yet; skipped"
+        "smtpd_recipient_restrictions: check_reverse_client_hostname_access texthash:/nowhere "
+        "is not supported yet; skipped"
     ) in caplog.messages
     assert any("check_client_mx_access texthash:/nowhere" in m for m in caplog.messages)
 
