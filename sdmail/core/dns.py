@@ -1,8 +1,9 @@
-"""DNS look-ups for mail delivery: MX, A/AAAA and TLSA records, with their DNSSEC status.
+"""DNS look-ups for mail: MX, A/AAAA, TXT and TLSA records, with their DNSSEC status.
 
 The smtp agent asks here where a domain's mail goes (`Resolver.mx`), which addresses a host
 has (`Resolver.addresses`) and which TLSA records vouch for a server's certificate
-(`Resolver.tlsa`). Each answer says whether the resolver vouched for it with the AD bit
+(`Resolver.tlsa`); smtpd asks whether a sender's domain takes mail (MX, A/AAAA) and what DNS
+blocklists say (A, and the reason in `Resolver.txt`). Each answer says whether the resolver vouched for it with the AD bit
 (`secure`), which a validating resolver (systemd-resolved with DNSSEC=yes, unbound, a
 recursive server on the LAN) sets on DNSSEC-validated answers; sdmail does no validation of
 its own, as Postfix does none. Queries go through dnspython's asyncio resolver, never
@@ -10,7 +11,7 @@ searching domain lists: mail domains are absolute.
 
 The resolver's servers come from the system's `/etc/resolv.conf` (`read_resolv_conf`), so
 an administrator points sdmail at a DNS server the way every other program is pointed at
-one, and a test at its own. The file's `nameserver`, `options timeout:N` and
+one, and a test at its own (`resolv_conf_path`: the file SDMAIL_RESOLV_CONF names, if set). The file's `nameserver`, `options timeout:N` and
 `options attempts:N` lines count; `options port:N` (sdmail's, ignored by the C library)
 sends the queries to another port than 53, for a test server that cannot bind port 53.
 Every other line is ignored as the C library ignores what it does not know.
@@ -23,7 +24,7 @@ answer says `null_mx` and the caller decides what it means.
 
 Failure modes: `read_resolv_conf` raises `ResolverConfigError` naming the file and line of a
 nameserver or option it cannot use, or the file it cannot read. `Resolver.mx`,
-`Resolver.addresses` and `Resolver.tlsa` raise `DnsError` only: not found (NXDOMAIN), no
+`Resolver.addresses`, `Resolver.txt` and `Resolver.tlsa` raise `DnsError` only: not found (NXDOMAIN), no
 record of the type (NODATA), try again (timeouts, SERVFAIL, REFUSED, no server answering,
 bad replies) and malformed names (not a valid domain name).
 """
@@ -33,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import enum
 import ipaddress
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +45,7 @@ if TYPE_CHECKING:
     import dns.rdata
 
 DEFAULT_RESOLV_CONF = Path("/etc/resolv.conf")
+RESOLV_CONF_VARIABLE = "SDMAIL_RESOLV_CONF"  # another file: tests, sandboxes
 _DNS_PORT = 53
 _GLIBC_TIMEOUT = 5.0  # resolv.conf(5) defaults, used when the file does not say
 _GLIBC_ATTEMPTS = 2
@@ -119,6 +122,14 @@ class AddressAnswer:
 
 
 @dataclass(frozen=True)
+class TxtAnswer:
+    """A name's TXT records, each one's strings joined (none: the name has no TXT record)."""
+
+    records: tuple[str, ...]
+    secure: bool
+
+
+@dataclass(frozen=True)
 class TlsaRecord:
     usage: int
     selector: int
@@ -137,6 +148,11 @@ class TlsaAnswer:
 # --------------------------------------------------------------------------------------
 # resolv.conf
 # --------------------------------------------------------------------------------------
+def resolv_conf_path() -> Path:
+    """The resolv.conf sdmail reads: the one SDMAIL_RESOLV_CONF names, else the system's."""
+    return Path(os.environ.get(RESOLV_CONF_VARIABLE) or DEFAULT_RESOLV_CONF)
+
+
 def read_resolv_conf(path: str | Path = DEFAULT_RESOLV_CONF) -> ResolverConfig:
     """The resolver configuration PATH describes (see the module docstring)."""
     try:
@@ -259,6 +275,17 @@ class Resolver:
         if not failures:
             raise DnsError(Failure.NO_DATA, host, wanted[0])
         raise min(failures, key=lambda f: _FAILURE_ORDER.index(f.failure))
+
+    async def txt(self, name: str) -> TxtAnswer:
+        """NAME's TXT records, as text (undecodable bytes replaced); NODATA is an answer
+        without records, NXDOMAIN is DnsError NOT_FOUND."""
+        from dns.rdtypes.ANY.TXT import TXT  # noqa: PLC0415
+
+        records, secure = await self._query(name, "TXT")
+        found = tuple(
+            b"".join(r.strings).decode("utf-8", "replace") for r in records if isinstance(r, TXT)
+        )
+        return TxtAnswer(found, secure)
 
     async def tlsa(self, host: str, port: int) -> TlsaAnswer:
         """The TLSA records of `_PORT._tcp.HOST`; none (NXDOMAIN, NODATA) is an empty answer,

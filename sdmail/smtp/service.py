@@ -31,7 +31,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import logging
-import os
 import socket
 import ssl
 import threading
@@ -43,7 +42,12 @@ from typing import Any, cast
 from sdmail.agent import Agent, AgentSettings, Message, Outcome, allowed_callers, handle_request
 from sdmail.core.config import Config, ConfigError, bind
 from sdmail.core.deliver_request import DeliveryRequest, DeliveryResult, RequestRecipient
-from sdmail.core.dns import DEFAULT_RESOLV_CONF, Resolver, ResolverConfigError, read_resolv_conf
+from sdmail.core.dns import (
+    Resolver,
+    ResolverConfigError,
+    read_resolv_conf,
+    resolv_conf_path,
+)
 from sdmail.core.ipc import ProtocolError, peer_credentials, read_frame, write_frame
 from sdmail.core.skeleton import AsyncDaemonContext, ExitCode, Fatal, run_daemon_async
 from sdmail.core.spool import Spool
@@ -59,7 +63,6 @@ from sdmail.smtp.tls import TlsContexts
 log = logging.getLogger("sdmail.smtp")
 
 SOCKETS: dict[str, tuple[str, ...]] = {"smtp": ("smtp", "relay"), "lmtp": ("lmtp",)}
-RESOLV_CONF_VARIABLE = "SDMAIL_RESOLV_CONF"
 
 
 def main(argv: Sequence[str] | None = None, mode: Mode = "smtp") -> int:
@@ -72,7 +75,7 @@ def main(argv: Sequence[str] | None = None, mode: Mode = "smtp") -> int:
 def make_client(cfg: Config, mode: Mode, cache: ConnectionCache | None = None) -> Client:
     """The shared state of deliveries under CFG; ConfigError for what cannot be used."""
     settings = client_settings(cfg, mode)
-    path = os.environ.get(RESOLV_CONF_VARIABLE) or str(DEFAULT_RESOLV_CONF)
+    path = resolv_conf_path()
     resolver: Resolver | None = None
     if settings.dns_enabled:
         try:

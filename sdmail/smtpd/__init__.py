@@ -17,13 +17,15 @@ certificate and key load; encrypt refuses MAIL and VRFY before it. AUTH PLAIN an
 (sasl.py) are offered with smtpd_sasl_auth_enable = yes (after STARTTLS with
 smtpd_tls_auth_only or encrypt) and checked by Dovecot's auth socket or a table of hashes
 (passwords.py); a logged-in client passes permit_sasl_authenticated and meets
-smtpd_sender_login_maps. DNS (dnsbl.py: dnspython's asyncio resolver, one per process) serves
-the DNS blocklists and reject_unknown_*_domain.
+smtpd_sender_login_maps. DNS (core/dns.py's resolver, one per process, bridged to the worker
+threads by dnsbl.py) serves the DNS blocklists and reject_unknown_*_domain. check_policy_service
+(policy.py) asks policy servers over UNIX or TCP sockets, reusing their connections.
 
 ROOMS: `session.py` (the dialogue, one method per verb returning a Reply), `checks.py`
 (restrictions and recipient validation), `replies.py` (every reply text), `tls.py` (a
 listener's TLS context and level), `sasl.py` (AUTH exchanges and backends), `passwords.py`
-(SHA-crypt hashes), `dnsbl.py` (the resolver and DNS blocklists), `listeners.py`
+(SHA-crypt hashes), `dnsbl.py` (DNS from worker threads, and the DNS blocklists),
+`policy.py` (policy delegation: the protocol and its connections), `listeners.py`
 (per-listener configuration: `-o LISTENER/name=value`), `server.py` (the aiosmtpd subclass
 and every override of aiosmtpd's internals, in one place).
 
@@ -49,7 +51,10 @@ the middle of a message (nothing queued), thousands of recipients, many connecti
 Each gets Postfix's reply with an enhanced status code; an error in one session never
 ends the process.
 
-NOT YET: check_policy_service and a few other restrictions (skipped with a warning), ETRN,
+HOSTILE PEERS: a policy server that is down, slow, hangs up or answers garbage costs a
+session at most try_limit x (timeout + retry_delay) seconds and gives the default action.
+
+NOT YET: a few Postfix restrictions (checks._NOT_YET: skipped with a warning), ETRN,
 and the key-exchange part of smtpd_tls_received_header's comment (Python's ssl does not
 tell the key exchange or the server signature).
 """

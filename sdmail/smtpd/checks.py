@@ -73,6 +73,7 @@ from sdmail.core.address import (
     split_extension,
 )
 from sdmail.core.config import Config, ConfigError, bind, split_list
+from sdmail.core.dns import DnsError
 from sdmail.core.match_list import MatchListError, NetworkList
 from sdmail.core.records import RewriteContext
 from sdmail.core.tables import open_table
@@ -82,7 +83,6 @@ from sdmail.smtpd.dnsbl import (
     Blocklist,
     BlocklistError,
     Dns,
-    DnsFailure,
     client_query,
     domain_query,
     listed,
@@ -297,19 +297,14 @@ class DnsMailDomains:
 
     def state(self, domain: str) -> DomainState:
         try:
-            mx = self.dns.lookup(domain, "MX")
-            if mx.nxdomain:
-                return DomainState.NOT_FOUND
-            if mx.records:
-                if len(mx.records) == 1 and mx.records[0].split()[-1] == ".":
-                    return DomainState.NULL_MX
-                return DomainState.EXISTS
-            for rdtype in ("A", "AAAA"):
-                if self.dns.lookup(domain, rdtype).records:
-                    return DomainState.EXISTS
-            return DomainState.NOT_FOUND
-        except DnsFailure:
-            return DomainState.UNKNOWN
+            mx = self.dns.mx(domain)
+            if mx.null_mx:
+                return DomainState.NULL_MX
+            if not mx.records:
+                self.dns.addresses(domain)  # no MX: the domain's own address takes mail
+            return DomainState.EXISTS
+        except DnsError as exc:
+            return DomainState.UNKNOWN if exc.temporary else DomainState.NOT_FOUND
 
 
 # --------------------------------------------------------------------------------------

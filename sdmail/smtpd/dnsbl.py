@@ -1,13 +1,12 @@
-"""smtpd's DNS: one resolver for the process, and Postfix's DNS blocklists (reject_rbl_client,
-reject_rhsbl_client, reject_rhsbl_reverse_client, reject_rhsbl_helo, reject_rhsbl_sender,
-reject_rhsbl_recipient).
+"""smtpd's DNS: core/dns's resolver for the worker threads, and Postfix's DNS blocklists
+(reject_rbl_client, reject_rhsbl_client, reject_rhsbl_reverse_client, reject_rhsbl_helo,
+reject_rhsbl_sender, reject_rhsbl_recipient).
 
-`Dns` is the door to DNS: dnspython's asyncio resolver, configured from /etc/resolv.conf
-(or the file `SDMAIL_RESOLV_CONF` names: tests, and sandboxes whose resolver lives
-elsewhere), with dnspython's cache, which honours the records' TTLs. smtpd's restrictions
-run in worker threads; `Dns.lookup` hands the query to the process's event loop and waits
-for its answer, so DNS never blocks the loop nor needs a thread of its own. Without a loop
-(unit tests, tools) it runs the query in a loop of its own.
+`Dns` is smtpd's door to DNS: one core/dns `Resolver` for the process (its servers from
+`core.dns.resolv_conf_path()`, read at the first look-up; its cache honours the records'
+TTLs). smtpd's restrictions run in worker threads; `Dns` hands each query to the process's
+event loop and waits for its answer, so DNS never blocks the loop nor needs a thread of
+its own. Without a loop (unit tests, tools) it runs the query in a loop of its own.
 
 A blocklist is written as Postfix writes it: `ZONE` or `ZONE=FILTER`, FILTER an address
 pattern whose octets are numbers or bracketed lists of numbers and ranges
@@ -18,9 +17,10 @@ record, when there is one, is the reason the reply gives:
 `554 5.7.1 Service unavailable; Client host [192.0.2.1] blocked using zen.example; REASON`.
 
 Failure modes: `parse_blocklist` raises `BlocklistError` for a malformed ZONE=FILTER (the
-caller makes it a ConfigError naming the parameter). `Dns.lookup` raises `DnsFailure` when
-no answer came (timeout, SERVFAIL, no resolver); a blocklist that cannot be asked is logged
-and counts as not listed, as in Postfix: a broken list must not stop mail.
+caller makes it a ConfigError naming the parameter). `Dns.addresses`, `Dns.mx` and `Dns.txt`
+raise core/dns's `DnsError`, a temporary one when no answer came in time or the resolver
+configuration cannot be read (logged). A blocklist that cannot be asked is logged and
+counts as not listed, as in Postfix: a broken list must not stop mail.
 """
 
 from __future__ import annotations
@@ -29,94 +29,79 @@ import asyncio
 import concurrent.futures
 import ipaddress
 import logging
-import os
 import re
+import threading
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
+
+from sdmail.core.dns import (
+    AddressAnswer,
+    DnsError,
+    Failure,
+    MxAnswer,
+    Resolver,
+    ResolverConfigError,
+    TxtAnswer,
+    read_resolv_conf,
+    resolv_conf_path,
+)
 
 log = logging.getLogger("sdmail.smtpd")
 
-RESOLV_CONF_ENVIRONMENT = "SDMAIL_RESOLV_CONF"
-_SYSTEM_RESOLV_CONF = "/etc/resolv.conf"
-_LIFETIME = 10.0  # seconds for one query, retries included
+T = TypeVar("T")
+_GRACE = 1.0  # seconds a thread waits beyond the resolver's own time limit
 _OCTET_LIST = re.compile(r"\[([0-9.;]+)\]\Z")
-
-
-class DnsFailure(Exception):
-    """No answer: the name may or may not exist."""
 
 
 class BlocklistError(Exception):
     """A blocklist written in a way Postfix would not take."""
 
 
-@dataclass(frozen=True)
-class Answer:
-    """Records of one type (their text), or NXDOMAIN (the name does not exist)."""
-
-    records: tuple[str, ...] = ()
-    nxdomain: bool = False
-
-
 class Dns:
-    """The process's resolver (see the module docstring)."""
+    """The process's resolver, for worker threads (see the module docstring)."""
 
     def __init__(
-        self, loop: asyncio.AbstractEventLoop | None = None, resolv_conf: str | None = None
+        self, loop: asyncio.AbstractEventLoop | None = None, resolv_conf: str | Path | None = None
     ) -> None:
         self.loop = loop
-        self.resolv_conf = resolv_conf or os.environ.get(
-            RESOLV_CONF_ENVIRONMENT, _SYSTEM_RESOLV_CONF
-        )
-        self._resolver: Any = None
+        self.resolv_conf = Path(resolv_conf) if resolv_conf else resolv_conf_path()
+        self._resolver: Resolver | None = None
+        self._lock = threading.Lock()
 
-    def lookup(self, name: str, rdtype: str) -> Answer:
-        """The RDTYPE records of NAME; DnsFailure when DNS did not answer."""
-        query = self._query(name, rdtype)
+    def addresses(self, name: str, *, ipv4: bool = True, ipv6: bool = True) -> AddressAnswer:
+        rdtype = "A" if ipv4 else "AAAA"
+        return self._run(name, rdtype, lambda r: r.addresses(name, ipv4=ipv4, ipv6=ipv6))
+
+    def mx(self, domain: str) -> MxAnswer:
+        return self._run(domain, "MX", lambda r: r.mx(domain))
+
+    def txt(self, name: str) -> TxtAnswer:
+        return self._run(name, "TXT", lambda r: r.txt(name))
+
+    def _run(self, name: str, rdtype: str, ask: Callable[[Resolver], Coroutine[Any, Any, T]]) -> T:
+        resolver = self._resolver_or_fail(name, rdtype)
         if self.loop is None or not self.loop.is_running():
-            return asyncio.run(query)
-        future = asyncio.run_coroutine_threadsafe(query, self.loop)
+            return asyncio.run(ask(resolver))
+        future = asyncio.run_coroutine_threadsafe(ask(resolver), self.loop)
+        config = resolver.config
+        wait = config.timeout * config.attempts * len(config.nameservers) + _GRACE
         try:
-            return future.result(_LIFETIME + 1)
+            return future.result(wait)
         except concurrent.futures.TimeoutError:
             future.cancel()
-            raise DnsFailure(f"{name}/{rdtype}: no answer in {_LIFETIME:g} s") from None
+            raise DnsError(Failure.TRY_AGAIN, name, rdtype) from None
 
-    def resolver(self) -> Any:
-        if self._resolver is None:
-            try:
-                import dns.asyncresolver  # noqa: PLC0415  (only smtpd needs dnspython)
-                import dns.resolver  # noqa: PLC0415
-            except ImportError:
-                raise DnsFailure("dnspython is not installed") from None
-            try:
-                resolver = dns.asyncresolver.Resolver(filename=self.resolv_conf)
-            except (OSError, dns.resolver.NoResolverConfiguration) as exc:
-                raise DnsFailure(f"cannot read {self.resolv_conf}: {exc}") from None
-            resolver.lifetime = _LIFETIME
-            resolver.cache = dns.resolver.LRUCache()
-            self._resolver = resolver
-        return self._resolver
-
-    async def _query(self, name: str, rdtype: str) -> Answer:
-        import dns.exception  # noqa: PLC0415
-        import dns.resolver  # noqa: PLC0415
-
-        resolver = self.resolver()
-        try:
-            answer = await resolver.resolve(name, rdtype, raise_on_no_answer=False, search=False)
-        except dns.resolver.NXDOMAIN:
-            return Answer(nxdomain=True)
-        except (dns.exception.DNSException, OSError) as exc:
-            raise DnsFailure(f"{name}/{rdtype}: {exc}") from None
-        return Answer(tuple(_record_text(record) for record in answer.rrset or ()))
-
-
-def _record_text(record: Any) -> str:
-    strings = getattr(record, "strings", None)
-    if strings is not None:  # TXT: the strings joined, without quotes
-        return b"".join(strings).decode("utf-8", "replace")
-    return str(record.to_text())
+    def _resolver_or_fail(self, name: str, rdtype: str) -> Resolver:
+        with self._lock:
+            if self._resolver is None:
+                try:
+                    self._resolver = Resolver(read_resolv_conf(self.resolv_conf))
+                except ResolverConfigError as exc:
+                    log.warning("cannot read the resolver configuration: %s", exc)
+                    raise DnsError(Failure.TRY_AGAIN, name, rdtype) from None
+            return self._resolver
 
 
 # --------------------------------------------------------------------------------------
@@ -216,14 +201,15 @@ def domain_query(domain: str, zone: str) -> str | None:
 def listed(dns: Dns, name: str, blocklist: Blocklist) -> Listing | None:
     """Whether NAME is listed in BLOCKLIST (a DNS failure is logged: not listed)."""
     try:
-        answer = dns.lookup(name, "A")
-    except DnsFailure as exc:
-        log.warning("DNS blocklist %s: lookup error for %s: %s", blocklist.zone, name, exc)
+        answer = dns.addresses(name, ipv6=False)
+    except DnsError as exc:
+        if exc.temporary:
+            log.warning("DNS blocklist %s: lookup error for %s: %s", blocklist.zone, name, exc)
         return None
-    if not any(blocklist.matches(record) for record in answer.records):
+    if not any(blocklist.matches(address) for address in answer.addresses):
         return None
     try:
-        reasons = dns.lookup(name, "TXT").records
-    except DnsFailure:
+        reasons = dns.txt(name).records
+    except DnsError:
         reasons = ()  # listed all the same: the reason is only a courtesy
     return Listing(blocklist.zone, reasons[0] if reasons else "")

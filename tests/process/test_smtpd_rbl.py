@@ -18,6 +18,7 @@ import dns.rcode
 import dns.rrset
 import pytest
 
+from sdmail.core.dns import DnsError, Failure
 from sdmail.smtpd.dnsbl import Dns, parse_blocklist
 
 DEBIAN_PYTHON = "/usr/bin/python3"
@@ -117,10 +118,12 @@ def tiny_dns(tmp_path, monkeypatch):
 
 def test_the_resolver_reads_the_resolv_conf_it_is_given(tiny_dns, tmp_path):
     resolver = Dns(resolv_conf=str(tiny_dns.resolv_conf(tmp_path)))
-    assert resolver.lookup("1.0.0.127.zen.test", "A").records == ("127.0.0.2",)
-    assert resolver.lookup("1.0.0.127.zen.test", "TXT").records == ("Listed for testing",)
-    assert resolver.lookup("nothing.test", "A").nxdomain
-    resolver.lookup("1.0.0.127.zen.test", "A")
+    assert resolver.addresses("1.0.0.127.zen.test", ipv6=False).addresses == ("127.0.0.2",)
+    assert resolver.txt("1.0.0.127.zen.test").records == ("Listed for testing",)
+    with pytest.raises(DnsError) as missing:
+        resolver.addresses("nothing.test", ipv6=False)
+    assert missing.value.failure is Failure.NOT_FOUND
+    resolver.addresses("1.0.0.127.zen.test", ipv6=False)
     assert tiny_dns.queries.count(("1.0.0.127.zen.test.", "A")) == 1  # the cache answered
 
 

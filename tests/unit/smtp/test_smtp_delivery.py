@@ -18,11 +18,12 @@ from dataclasses import dataclass
 import pytest
 
 from sdmail.core.config import load_config
+from sdmail.core.dns import RESOLV_CONF_VARIABLE
 from sdmail.core.records import DsnRet, Envelope, Notify
 from sdmail.smtp.content import encoding_of, needs_smtputf8
 from sdmail.smtp.delivery import Client, Delivery, Outcome
 from sdmail.smtp.protocol import Job, JobRecipient
-from sdmail.smtp.service import RESOLV_CONF_VARIABLE, make_client
+from sdmail.smtp.service import make_client
 from tests.peers.certs import make_ca, make_server_cert, spki_der
 from tests.peers.dns_server import DnsServer
 from tests.peers.smtp_sink import SmtpSink

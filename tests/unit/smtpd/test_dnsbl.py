@@ -9,11 +9,11 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from sdmail.core.config import ConfigError
+from sdmail.core.dns import DnsError
 from sdmail.smtpd.dnsbl import (
     Blocklist,
     BlocklistError,
     Dns,
-    DnsFailure,
     client_query,
     domain_query,
     parse_blocklist,
@@ -70,9 +70,11 @@ def test_query_names():
     assert domain_query("unknown", "dbl.example") is None
 
 
-def test_a_resolv_conf_that_cannot_be_read_is_a_dns_failure(tmp_path):
-    with pytest.raises(DnsFailure, match="cannot read"):
-        Dns(resolv_conf=str(tmp_path / "absent")).lookup("example.org", "A")
+def test_a_resolv_conf_that_cannot_be_read_is_a_temporary_dns_failure(tmp_path, caplog):
+    with pytest.raises(DnsError) as failed:
+        Dns(resolv_conf=str(tmp_path / "absent")).addresses("example.org")
+    assert failed.value.temporary
+    assert f"cannot read the resolver configuration: {tmp_path / 'absent'}" in caplog.text
 
 
 def test_a_bad_blocklist_in_a_restriction_names_the_parameter(world):
