@@ -18,24 +18,21 @@ that say `not measured: <why>` instead); 2 for a usage error.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import shutil
-import signal
 import subprocess
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 from typing import Any
 
 from _durable_writes import durable_file_round, new_file_round, spool_create_round
-from _figures import Figure, NotMeasured, Spec, as_json, measure, ratio, render_table
+from _figures import Figure, NotMeasured, Spec, measure, ratio, render_table
 from _postfix import PostfixUnavailable, unpack_postfix
+from _run import run_in_scratch
 from _submission import CleanupBench, CleanupNotLanded, message
 from _tables import (
     REPOSITORY,
@@ -388,37 +385,12 @@ def render(run_info: dict[str, Any], figures: Sequence[Figure]) -> str:
     return "\n".join(header) + render_table(figures)
 
 
-def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
-    raise SystemExit(128 + signum)
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     options = parse_args(argv)
     plan = QUICK if options.quick else FULL
     parent: Path = options.dir or default_parent()
-    signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    try:
-        work = Path(tempfile.mkdtemp(prefix="sdmail-bench-", dir=parent))
-    except OSError as exc:
-        print(
-            f"bench/core: fatal: cannot make a directory in {parent}: {exc.strerror}",
-            file=sys.stderr,
-        )
-        return 1
-    try:
-        run_info = describe_run(plan, work)
-        figures = run(plan, work)
-    except KeyboardInterrupt:
-        print("bench/core: interrupted", file=sys.stderr)
-        return 130
-    except Exception as exc:  # every failure is one line, and the directory still goes
-        print(f"bench/core: fatal: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    if options.json:
-        report = {"run": run_info, "figures": {f.key: as_json(f) for f in figures}}
-        print(json.dumps(report, indent=2, ensure_ascii=False))
-    else:
-        print(render(run_info, figures))
-    return 0
+
+    def take(work: Path) -> tuple[dict[str, Any], list[Figure]]:
+        return describe_run(plan, work), run(plan, work)
+
+    return run_in_scratch("bench/core", parent, take, render, options.json)

@@ -8,10 +8,7 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 import subprocess
-import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -23,23 +20,11 @@ SDMAIL_FIGURES = {"sdmail_drain", "sdmail_rate"}
 POSTFIX_FIGURES = {"postfix_drain", "postfix_rate", "sdmail_vs_postfix"}
 
 
-@pytest.fixture
-def short_dir() -> Iterator[Path]:
-    """A work directory with a short path (UNIX-domain socket paths are short) and
-    parents other users can enter (smtp-sink runs as nobody)."""
-    directory = Path(tempfile.mkdtemp(prefix="bd-", dir="/var/tmp"))
-    directory.chmod(0o755)
-    try:
-        yield directory
-    finally:
-        shutil.rmtree(directory, ignore_errors=True)
-
-
-def test_quick_json_run_gives_every_figure_and_cleans_up(short_dir) -> None:
+def test_quick_json_run_gives_every_figure_and_cleans_up(bench_scratch) -> None:
     if postfix_root() is None:
         pytest.skip("Debian's postfix package (smtp-sink, the receiving end) cannot be had")
     done = subprocess.run(
-        [str(BENCH), "--quick", "--json", "--dir", str(short_dir)],
+        [str(BENCH), "--quick", "--json", "--dir", str(bench_scratch)],
         capture_output=True,
         text=True,
         timeout=600,
@@ -57,4 +42,4 @@ def test_quick_json_run_gives_every_figure_and_cleans_up(short_dir) -> None:
         else:
             assert figure["value"] > 0, key
     assert report["run"]["messages"] == 200
-    assert list(short_dir.iterdir()) == []
+    assert list(bench_scratch.iterdir()) == []
