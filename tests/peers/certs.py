@@ -3,6 +3,7 @@ signed by it or by themselves, with the names asked for."""
 
 from __future__ import annotations
 
+import ssl
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
@@ -77,3 +78,11 @@ def cert_der(cert: Path) -> bytes:
     return subprocess.run(
         ["openssl", "x509", "-in", str(cert), "-outform", "DER"], check=True, capture_output=True
     ).stdout
+
+
+def any_certificate_client() -> ssl.SSLContext:
+    """A client context that takes any certificate, as opportunistic SMTP clients do."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    return context

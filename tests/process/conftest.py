@@ -24,8 +24,14 @@ import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+from tests.peers.certs import make_server_cert
+
+if TYPE_CHECKING:
+    from sdmail.core.records import Envelope
 
 REPO = Path(__file__).resolve().parents[2]
 SYSTEM_PYTHON = "/usr/bin/python3"  # Debian's, the interpreter the package runs on
@@ -153,6 +159,18 @@ class MailSystem:
         self.processes.append(process)
         return process
 
+    def queued(self) -> list[tuple[str, Envelope, bytes]]:
+        """Every queue file in incoming/, by name: (queue ID, envelope, message content)."""
+        from sdmail.core.qfile import decode
+
+        folder = self.queue_dir / "incoming"
+        found = []
+        for name in sorted(os.listdir(folder)):
+            data = (folder / name).read_bytes()
+            queue_file = decode(data)
+            found.append((name, queue_file.envelope, queue_file.content_from(data)))
+        return found
+
     def log(self, component: str) -> str:
         path = self.root / f"{component}.log"
         return path.read_text(errors="replace") if path.exists() else ""
@@ -210,6 +228,13 @@ class MailSystem:
     def queue_files(self, *queues: str) -> list[str]:
         names = queues or ("maildrop", "incoming", "active", "deferred", "hold")
         return [f"{q}/{n}" for q in names for n in os.listdir(self.queue_dir / q)]
+
+
+@pytest.fixture(scope="session")
+def certificate(tmp_path_factory) -> tuple[Path, Path]:
+    """A throwaway self-signed certificate and its key for mail.example.test."""
+    files = make_server_cert(tmp_path_factory.mktemp("tls"), ["mail.example.test"])
+    return files.cert, files.key
 
 
 @pytest.fixture

@@ -12,41 +12,18 @@ import shutil
 import signal
 import smtplib
 import socket
-import ssl
 import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from sdmail.core.qfile import decode
 from sdmail.smtpd.passwords import sha_crypt
+from tests.peers.certs import any_certificate_client
 
 REPO = Path(__file__).resolve().parents[2]
 UNIT = REPO / "units" / "sdmail-smtpd.service"
 REMOTE = "friend@remote.example"
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=mail.example.test", "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
-
-
-def client_context() -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 @pytest.fixture
@@ -119,16 +96,6 @@ def tls_lines(certificate) -> str:
     return f"smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n"
 
 
-def queued(mailsys) -> list:
-    folder = mailsys.queue_dir / "incoming"
-    found = []
-    for name in sorted(os.listdir(folder)):
-        data = (folder / name).read_bytes()
-        queue_file = decode(data)
-        found.append((name, queue_file.envelope, queue_file.content_from(data)))
-    return found
-
-
 def swaks(port: int, *extra: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [
@@ -167,14 +134,14 @@ def test_submission_listener_of_the_unit_relays_for_a_dovecot_user_over_tls(
             530,
             b"5.7.0 Must issue a STARTTLS command first",
         )
-        client.starttls(context=client_context())
+        client.starttls(context=any_certificate_client())
         client.ehlo()
         assert client.esmtp_features["auth"] == " PLAIN LOGIN"
     done = swaks(submission_port, "--tls", "--auth", "PLAIN", "--auth-user", "joe",
                  "--auth-password", "joe's secret")  # fmt: skip
     assert done.returncode == 0, done.stdout + done.stderr
     assert "<~  235 2.7.0 Authentication successful" in done.stdout
-    ((queue_id, envelope, content),) = queued(mailsys)
+    ((queue_id, envelope, content),) = mailsys.queued()
     assert [r.address for r in envelope.recipients] == [REMOTE]
     assert b"\tby mail.example.test (sdmail) with ESMTPSA id " + queue_id.encode() in content
     assert (envelope.client.sasl_method, envelope.client.sasl_username) == ("PLAIN", "joe")
@@ -197,7 +164,7 @@ def test_a_wrong_dovecot_password_is_535_and_nothing_is_relayed(mailsys, dovecot
                  "--auth-password", "guess")  # fmt: skip
     assert done.returncode != 0
     assert "<~* 535 5.7.8 Error: authentication failed: authentication failure" in done.stdout
-    assert queued(mailsys) == []
+    assert mailsys.queued() == []
     mailsys.wait_for(
         lambda: "SASL LOGIN authentication failed" in mailsys.log("smtpd"), "the warning"
     )
@@ -216,7 +183,7 @@ def test_without_tls_auth_only_auth_works_in_plaintext_against_dovecot(mailsys, 
     ) as client:
         client.login("joe", "joe's secret")
         assert client.sendmail("joe@example.org", [REMOTE], b"Subject: plain\r\n\r\n") == {}
-    ((_, _, content),) = queued(mailsys)
+    ((_, _, content),) = mailsys.queued()
     assert b"with ESMTPA id" in content
 
 
@@ -240,7 +207,7 @@ def test_table_backend_relays_and_sender_login_maps_hold(mailsys, certificate):
     start(mailsys, table_main_cf(mailsys, certificate))
     port = mailsys.tcp_ports["smtpd"]
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example") as client:
-        client.starttls(context=client_context())
+        client.starttls(context=any_certificate_client())
         client.login("joe", "joe's secret")
         with pytest.raises(smtplib.SMTPRecipientsRefused) as refused:
             client.sendmail("ann@example.org", [REMOTE], b"Subject: not mine\r\n\r\n")
@@ -250,7 +217,7 @@ def test_table_backend_relays_and_sender_login_maps_hold(mailsys, certificate):
         )
         client.rset()
         assert client.sendmail("joe@example.org", [REMOTE], b"Subject: mine\r\n\r\n") == {}
-    assert len(queued(mailsys)) == 1
+    assert len(mailsys.queued()) == 1
     mailsys.wait_for(lambda: "not owned by user joe" in mailsys.log("smtpd"), "the reject line")
     assert (
         "NOQUEUE: reject: RCPT from localhost[127.0.0.1]: 553 5.7.1 <ann@example.org>: Sender "
@@ -267,7 +234,7 @@ def test_failed_auth_counts_toward_the_hard_error_limit(mailsys, certificate):
     sock.sendall(b"STARTTLS\r\n")
     assert reader.readline() == b"220 2.0.0 Ready to start TLS\r\n"
     reader.close()
-    tls = client_context().wrap_socket(sock, server_hostname="mail.example.test")
+    tls = any_certificate_client().wrap_socket(sock, server_hostname="mail.example.test")
     reader = tls.makefile("rb")
     tls.sendall(b"EHLO client.example\r\n")
     while not reader.readline().startswith(b"250 "):

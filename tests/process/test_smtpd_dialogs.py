@@ -5,33 +5,15 @@ from __future__ import annotations
 import ast
 import re
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.peers.interpreters import interpreters
+
+INTERPRETERS = interpreters("aiosmtpd")
+
 DIALOGS = Path(__file__).resolve().parents[1] / "dialogs"
-DEBIAN_PYTHON = "/usr/bin/python3"
-
-
-def debian_has_aiosmtpd() -> bool:
-    if not Path(DEBIAN_PYTHON).exists():
-        return False
-    probe = subprocess.run([DEBIAN_PYTHON, "-c", "import aiosmtpd"], capture_output=True)
-    return probe.returncode == 0
-
-
-INTERPRETERS = [
-    pytest.param(sys.executable, id="pypi-aiosmtpd"),
-    pytest.param(
-        DEBIAN_PYTHON,
-        id="debian-aiosmtpd",
-        marks=pytest.mark.skipif(
-            not debian_has_aiosmtpd(), reason="Debian's python3-aiosmtpd is not installed"
-        ),
-    ),
-]
 
 
 class DialogError(Exception):

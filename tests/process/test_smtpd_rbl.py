@@ -8,7 +8,6 @@ from __future__ import annotations
 import random
 import smtplib
 import socket
-import subprocess
 import sys
 import threading
 from pathlib import Path
@@ -20,8 +19,10 @@ import pytest
 
 from sdmail.core.dns import DnsError, Failure
 from sdmail.smtpd.dnsbl import Dns, parse_blocklist
+from tests.peers.interpreters import interpreters
 
-DEBIAN_PYTHON = "/usr/bin/python3"
+INTERPRETERS = interpreters("aiosmtpd", "dns.asyncresolver")
+
 POSTMASTER = "postmaster@mail.example.test"
 RECORDS = {
     ("1.0.0.127.zen.test.", "A"): ["127.0.0.2"],
@@ -31,26 +32,6 @@ RECORDS = {
     ("good.example.", "MX"): ["10 mx.good.example."],
     ("nullmx.example.", "MX"): ["0 ."],
 }
-
-
-def debian_has(module: str) -> bool:
-    if not Path(DEBIAN_PYTHON).exists():
-        return False
-    probe = subprocess.run([DEBIAN_PYTHON, "-c", f"import {module}"], capture_output=True)
-    return probe.returncode == 0
-
-
-INTERPRETERS = [
-    pytest.param(sys.executable, id="pypi"),
-    pytest.param(
-        DEBIAN_PYTHON,
-        id="debian",
-        marks=pytest.mark.skipif(
-            not (debian_has("aiosmtpd") and debian_has("dns.asyncresolver")),
-            reason="Debian's python3-aiosmtpd or python3-dnspython is not installed",
-        ),
-    ),
-]
 
 
 class TinyDns:

@@ -10,32 +10,13 @@ from __future__ import annotations
 import os
 import re
 import smtplib
-import ssl
-import subprocess
-from pathlib import Path
-
-import pytest
 
 from sdmail.core.qfile import decode
 from sdmail.smtpd.passwords import sha_crypt
+from tests.peers.certs import any_certificate_client
 
 HOST = "mail.example.test"
 RECIPIENT = f"postmaster@{HOST}"
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", f"/CN={HOST}", "-keyout", str(key), "-out", str(cert),
-        ],
-        check=True,
-        capture_output=True,
-    )  # fmt: skip
-    return cert, key
 
 
 def start_smtpd(mailsys, certificate, extra: str) -> int:
@@ -55,9 +36,7 @@ def start_smtpd(mailsys, certificate, extra: str) -> int:
 
 
 def send_over_tls_as_joe(port: int) -> None:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
+    context = any_certificate_client()
     with smtplib.SMTP("127.0.0.1", port, local_hostname="client.example") as client:
         client.starttls(context=context)
         client.login("joe", "joe's secret")

@@ -4,40 +4,17 @@ python (aiosmtpd from PyPI) and Debian's /usr/bin/python3 (python3-aiosmtpd 1.4.
 
 from __future__ import annotations
 
-import os
 import socket
-import subprocess
-import sys
 import threading
 import time
-from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sdmail.core.qfile import decode
+from tests.peers.interpreters import interpreters
 
-DEBIAN_PYTHON = "/usr/bin/python3"
-
-
-def debian_has_aiosmtpd() -> bool:
-    if not Path(DEBIAN_PYTHON).exists():
-        return False
-    probe = subprocess.run([DEBIAN_PYTHON, "-c", "import aiosmtpd"], capture_output=True)
-    return probe.returncode == 0
-
-
-INTERPRETERS = [
-    pytest.param(sys.executable, id="pypi-aiosmtpd"),
-    pytest.param(
-        DEBIAN_PYTHON,
-        id="debian-aiosmtpd",
-        marks=pytest.mark.skipif(
-            not debian_has_aiosmtpd(), reason="Debian's python3-aiosmtpd is not installed"
-        ),
-    ),
-]
+INTERPRETERS = interpreters("aiosmtpd")
 
 
 class Smtpd:
@@ -58,13 +35,8 @@ class Smtpd:
         self.mailsys.wait_for(lambda: text in self.log(), f"{text!r} in the log", timeout)
 
     def queued(self) -> list:
-        folder = self.mailsys.queue_dir / "incoming"
-        found = []
-        for name in sorted(os.listdir(folder)):
-            data = (folder / name).read_bytes()
-            queue_file = decode(data)
-            found.append((queue_file.envelope, queue_file.content_from(data)))
-        return found
+        """(envelope, content) of every queued message."""
+        return [(envelope, content) for _, envelope, content in self.mailsys.queued()]
 
     def client(self, timeout: float = 10) -> Client:
         return Client(self.port, timeout)

@@ -3,7 +3,6 @@ reload, max_use / max_idle, and real clients (smtplib, swaks)."""
 
 from __future__ import annotations
 
-import os
 import re
 import shutil
 import signal
@@ -14,8 +13,6 @@ import sys
 import time
 
 import pytest
-
-from sdmail.core.qfile import decode
 
 POSTMASTER = "postmaster@mail.example.test"
 
@@ -31,16 +28,6 @@ def prepare(mailsys, extra: str = "") -> None:
 def start(mailsys, extra: str = "", args=(), tcp=("smtpd",)):
     prepare(mailsys, extra)
     return mailsys.start("smtpd", tcp=tcp, args=tuple(args))
-
-
-def queued(mailsys) -> list:
-    folder = mailsys.queue_dir / "incoming"
-    found = []
-    for name in sorted(os.listdir(folder)):
-        data = (folder / name).read_bytes()
-        queue_file = decode(data)
-        found.append((name, queue_file.envelope, queue_file.content_from(data)))
-    return found
 
 
 def greeting(port: int) -> bytes:
@@ -60,7 +47,7 @@ def test_accepted_message_is_logged_and_queued_with_received_and_dsn(mailsys):
             rcpt_options=["NOTIFY=SUCCESS,FAILURE", "ORCPT=rfc822;PostMaster+40Mail.Example.Test"],
         )
     assert refused == {}
-    ((queue_id, envelope, content),) = queued(mailsys)
+    ((queue_id, envelope, content),) = mailsys.queued()
     assert envelope.envid == "MiXeD+case"
     assert envelope.recipients[0].orcpt == "rfc822;PostMaster@Mail.Example.Test"
     assert content.startswith(
@@ -132,7 +119,7 @@ def test_swaks_with_pipelining_gets_its_mail_queued(mailsys):
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "<** " not in result.stdout
-    assert len(queued(mailsys)) == 1
+    assert len(mailsys.queued()) == 1
 
 
 # -- listeners -------------------------------------------------------------------------------

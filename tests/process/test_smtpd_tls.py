@@ -4,64 +4,20 @@ and the logs; under PyPI's aiosmtpd and Debian's (python3-aiosmtpd 1.4.3+deb12u1
 
 from __future__ import annotations
 
-import os
 import shutil
 import smtplib
 import socket
-import ssl
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-from sdmail.core.qfile import decode
+from tests.peers.certs import any_certificate_client
+from tests.peers.interpreters import interpreters
 
-DEBIAN_PYTHON = "/usr/bin/python3"
+INTERPRETERS = interpreters("aiosmtpd")
+
 POSTMASTER = "postmaster@mail.example.test"
-
-
-def debian_has_aiosmtpd() -> bool:
-    if not Path(DEBIAN_PYTHON).exists():
-        return False
-    probe = subprocess.run([DEBIAN_PYTHON, "-c", "import aiosmtpd"], capture_output=True)
-    return probe.returncode == 0
-
-
-INTERPRETERS = [
-    pytest.param(sys.executable, id="pypi-aiosmtpd"),
-    pytest.param(
-        DEBIAN_PYTHON,
-        id="debian-aiosmtpd",
-        marks=pytest.mark.skipif(
-            not debian_has_aiosmtpd(), reason="Debian's python3-aiosmtpd is not installed"
-        ),
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def certificate(tmp_path_factory) -> tuple[Path, Path]:
-    """A throwaway self-signed certificate and key for mail.example.test."""
-    folder = tmp_path_factory.mktemp("tls")
-    cert, key = folder / "cert.pem", folder / "key.pem"
-    made = subprocess.run(
-        [
-            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-            "-subj", "/CN=mail.example.test", "-keyout", str(key), "-out", str(cert),
-        ],
-        capture_output=True,
-    )  # fmt: skip
-    assert made.returncode == 0, made.stderr
-    return cert, key
-
-
-def client_context() -> ssl.SSLContext:
-    """A client that takes any certificate, as opportunistic SMTP clients do."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
-    context.check_hostname = False
-    context.verify_mode = ssl.CERT_NONE
-    return context
 
 
 class Smtpd:
@@ -82,13 +38,7 @@ class Smtpd:
         self.mailsys.wait_for(lambda: text in self.log(), f"{text!r} in the log", timeout)
 
     def queued(self) -> list:
-        folder = self.mailsys.queue_dir / "incoming"
-        found = []
-        for name in sorted(os.listdir(folder)):
-            data = (folder / name).read_bytes()
-            queue_file = decode(data)
-            found.append((name, queue_file.envelope, queue_file.content_from(data)))
-        return found
+        return self.mailsys.queued()
 
     def connect(self) -> Line:
         return Line(socket.create_connection(("127.0.0.1", self.port), timeout=10))
@@ -128,7 +78,9 @@ class Line:
 
     def start_tls(self) -> None:
         assert self.pending == b"", self.pending
-        self.sock = client_context().wrap_socket(self.sock, server_hostname="mail.example.test")
+        self.sock = any_certificate_client().wrap_socket(
+            self.sock, server_hostname="mail.example.test"
+        )
 
     def closed(self) -> bool:
         try:
@@ -160,7 +112,10 @@ def test_starttls_is_offered_then_mail_goes_over_tls_and_received_says_esmtps(tl
         code, text = client.ehlo()
         keywords = text.decode().splitlines()[1:]
         assert keywords[:4] == ["PIPELINING", "SIZE 10240000", "VRFY", "STARTTLS"]
-        assert client.starttls(context=client_context()) == (220, b"2.0.0 Ready to start TLS")
+        assert client.starttls(context=any_certificate_client()) == (
+            220,
+            b"2.0.0 Ready to start TLS",
+        )
         code, text = client.ehlo()
         assert code == 250 and "STARTTLS" not in text.decode()
         client.sendmail("sender@example.org", [POSTMASTER], b"Subject: tls\r\n\r\nsecret\r\n")
@@ -271,7 +226,7 @@ def test_a_handshake_that_fails_half_way_ends_that_session_only(tls_smtpd, half_
     smtpd.wait_for_log("lost connection after STARTTLS from localhost[127.0.0.1]")
     assert "SSL_accept error from localhost[127.0.0.1]: " in smtpd.log()
     with smtplib.SMTP("127.0.0.1", smtpd.port, local_hostname="client.example") as client:
-        client.starttls(context=client_context())
+        client.starttls(context=any_certificate_client())
         assert client.sendmail("sender@example.org", [POSTMASTER], b"Subject: next\r\n\r\n") == {}
     assert len(smtpd.queued()) == 1
     assert "starttls=0/1" in smtpd.log()
