@@ -6,9 +6,11 @@ tells the server how many octets to read), in Postfix's words (replies.py). Meth
 block (table and DNS lookups in the restrictions, cleanup's durable write), so the server
 calls them in worker threads, one at a time per session.
 
-State: the client (name, address, port), HELO name and protocol (SMTP or ESMTP), the mail
-transaction (sender, recipients with DSN NOTIFY/ORCPT, RET, ENVID, SMTPUTF8, BODY, the
-HOLD/DISCARD actions of access tables, the BDAT content so far), per-command statistics for
+State: the client (name, address, port; the server's address and port), HELO name and
+protocol (SMTP or ESMTP), the mail transaction (sender, recipients with DSN NOTIFY/ORCPT,
+RET, ENVID, SMTPUTF8, BODY, SIZE then the size received, the instance name policy servers
+see, the HOLD/DISCARD actions of access tables, the BDAT content so far), per-command
+statistics for
 the `disconnect from` line, the error and junk-command counts that slow down and end
 abusive sessions, and `where` (the last stage, for `lost connection after ...`).
 
