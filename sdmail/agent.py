@@ -100,10 +100,17 @@ class AgentSettings:
 
 @dataclass(frozen=True)
 class Outcome:
-    """One delivery attempt's end: its status, and the relay to log (None: the transport)."""
+    """One delivery attempt's end: its status, and the relay to log (None: the transport).
+    A network agent adds when its connection was set up (CONN_SETUP_DONE: the log's delays
+    c/d split there, as Postfix's msg_stats), when this recipient's fate was known (DONE;
+    None: when it is logged) and the how-manyth transaction on its connection it was
+    (CONN_USE, logged as `conn_use=N` above 1). Times are time.time() values."""
 
     status: Status
     relay: str | None = None
+    conn_setup_done: float | None = None
+    done: float | None = None
+    conn_use: int = 1
 
 
 class Message:
@@ -404,17 +411,20 @@ class _Answer:
     def _log(self, recipient: RequestRecipient, outcome: Outcome, finished: float) -> None:
         request = self.request
         active_at = request.queue_active_at or self.started
+        finished = outcome.done or finished
+        setup_done = outcome.conn_setup_done or self.started  # no connection: c is 0
         delays = (
             max(0.0, active_at - request.arrival),
             max(0.0, self.started - active_at),
-            0.0,
-            max(0.0, finished - self.started),
+            max(0.0, setup_done - self.started),
+            max(0.0, finished - setup_done),
         )
         line = format_delivery(
             request.queue_id,
             to=_logged_address(recipient.address),
             orig_to=_logged_address(recipient.orig_address) if recipient.orig_address else None,
             relay=outcome.relay or self.agent.transport,
+            conn_use=outcome.conn_use,
             delay_total=max(0.0, finished - request.arrival),
             delays=delays,
             dsn=outcome.status.dsn,

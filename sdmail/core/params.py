@@ -528,6 +528,11 @@ PARAMS: Mapping[str, Param] = _registry(
     ),
     _b("ignore_mx_lookup_error", "no", "Use a domain's address when its MX look-up fails."),
     _b("smtp_connection_cache_on_demand", "yes", "Keep connections open for busy destinations."),
+    _l(
+        "smtp_connection_cache_destinations",
+        "",
+        "Destinations whose connections are always kept open for reuse.",
+    ),
     _t("smtp_connection_cache_time_limit", "2s", "How long an idle connection is kept.", "s", 1),
     _t("smtp_connection_reuse_time_limit", "300s", "How long one connection is reused.", "s", 1),
     _i("smtp_connection_reuse_count_limit", "0", "Deliveries over one connection (0: no limit)."),
@@ -579,6 +584,11 @@ PARAMS: Mapping[str, Param] = _registry(
         "Defer, not bounce, when an LMTP host has no address.",
     ),
     _b("lmtp_connection_cache_on_demand", "yes", "Keep LMTP connections open when busy."),
+    _l(
+        "lmtp_connection_cache_destinations",
+        "",
+        "LMTP destinations whose connections are always kept open for reuse.",
+    ),
     _t(
         "lmtp_connection_cache_time_limit",
         "2s",

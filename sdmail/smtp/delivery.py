@@ -31,12 +31,14 @@ from __future__ import annotations
 
 import ipaddress
 import logging
+import time
 from dataclasses import dataclass, field
 
 from sdmail.core.dns import DnsError, Resolver
 from sdmail.core.dsn import Status
 from sdmail.core.log import msg_info, msg_warning
-from sdmail.smtp.cache import ConnectionCache
+from sdmail.core.match_list import StringList
+from sdmail.smtp.cache import CachePolicy, ConnectionCache
 from sdmail.smtp.nexthop import (
     InetDestination,
     NexthopError,
@@ -60,19 +62,29 @@ _SMTP_PORT = 25
 
 @dataclass(frozen=True)
 class Verdict:
+    """One recipient's status and relay, with Postfix's message statistics: when the
+    connection was set up (the start of the transaction; the moment of failure when no
+    connection got that far), when the verdict came, and which transaction of its
+    connection it was (CONN_USE)."""
+
     status: Status
     relay: str
+    conn_setup_done: float = 0.0
+    done: float = 0.0
+    conn_use: int = 1
 
 
 @dataclass
 class Client:
-    """What every delivery of this agent shares: settings, DNS, TLS contexts, the cache."""
+    """What every delivery of this agent shares: settings, DNS, TLS contexts, the cache,
+    and the destinations whose connections are always cached."""
 
     settings: ClientSettings
     finder: Finder
     resolver: Resolver | None
     tls: TlsContexts
     cache: ConnectionCache = field(default_factory=ConnectionCache)
+    cache_destinations: StringList = field(default_factory=lambda: StringList(()))
 
 
 @dataclass
@@ -96,6 +108,9 @@ class Delivery:
         self.why: Status | None = None
         self.completed_session = False
         self.site_failure = False
+        self.setup_done: float | None = None  # the current session's transaction began
+        self.conn_use = 1
+        self.caching = CachePolicy()
 
     # -- the Recorder the conversation reports to ---------------------------------------------
     def pending(self) -> list[int]:
@@ -110,7 +125,7 @@ class Delivery:
 
     def rcpt_done(self, index: int, reply: Reply, session: Session) -> None:
         dsn = reply.dsn if reply.dsn.startswith("2") else "2.0.0"
-        self.verdicts[index] = Verdict(Status(dsn, reply.text), session.endpoint.namaddrport)
+        self.verdicts[index] = self._verdict(Status(dsn, reply.text), session.endpoint.namaddrport)
 
     def rcpt_fail(self, index: int, status: Status, session: Session) -> None:
         self.why = status
@@ -118,7 +133,7 @@ class Delivery:
             msg_info(self.job.queue_id, status.text)
             self.kept.add(index)
             return
-        self.verdicts[index] = Verdict(self._final(status), session.endpoint.namaddrport)
+        self.verdicts[index] = self._verdict(self._final(status), session.endpoint.namaddrport)
 
     def mesg_fail(self, status: Status, session: Session) -> None:
         self._bulk_fail(status, session.endpoint.namaddrport, throttle=False)
@@ -146,10 +161,18 @@ class Delivery:
             return
         final = self._final(status)
         for index in pending:
-            self.verdicts[index] = Verdict(final, relay)
+            self.verdicts[index] = self._verdict(final, relay)
         deferred = bool(pending) and final.is_temporary
         if throttle and deferred and not self.completed_session:
             self.site_failure = True
+
+    def _verdict(self, status: Status, relay: str) -> Verdict:
+        """STATUS now; outside a transaction all the time so far was set-up (Postfix's
+        smtp_bulk_fail: `delays=.../.../30/0` for a connection that timed out)."""
+        now = time.time()
+        if self.setup_done is None:
+            return Verdict(status, relay, now, now)
+        return Verdict(status, relay, self.setup_done, now, self.conn_use)
 
     # -- the run ----------------------------------------------------------------------------------
     async def run(self) -> Outcome:
@@ -159,6 +182,22 @@ class Delivery:
             msg_warning(self.job.queue_id, f"bad next-hop destination {self.job.nexthop!r}: {exc}")
             destinations = []
             self.why = Status("4.3.5", "server configuration error")
+        if destinations:
+            first_site = destinations[0]
+            key = first_site.path if isinstance(first_site, UnixDestination) else first_site.host
+            always = self.client.cache_destinations.matches(key)
+            self.caching = self.client.cache.begin(self.label, self.settings, always=always)
+        try:
+            await self._each(destinations)
+        finally:
+            if destinations:
+                self.client.cache.end(self.label)
+        if self.left():
+            self._give_up(destinations)
+        verdicts = [self.verdicts[i] for i in range(len(self.job.recipients))]
+        return Outcome(verdicts, self.site_failure)
+
+    async def _each(self, destinations: list[InetDestination | UnixDestination]) -> None:
         first = True
         for index, destination in enumerate(destinations):
             final_nexthop = index == len(destinations) - 1
@@ -169,10 +208,6 @@ class Delivery:
             first = False
             if not self.left() or final_nexthop:
                 break
-        if self.left():
-            self._give_up(destinations)
-        verdicts = [self.verdicts[i] for i in range(len(self.job.recipients))]
-        return Outcome(verdicts, self.site_failure)
 
     def _destinations(self) -> list[InetDestination | UnixDestination]:
         s = self.settings
@@ -210,7 +245,7 @@ class Delivery:
     async def _unix(self, destination: UnixDestination) -> None:
         endpoint = Endpoint(self.settings.shared.myhostname, destination.path, 0)
         self.final_server = True
-        reused = self.client.cache.take(self.label)
+        reused = self.client.cache.take(self.label) if self.caching.load else None
         if reused is not None and await self._reuse(reused, final=True):
             return
         level = (
@@ -232,7 +267,7 @@ class Delivery:
             final_nexthop = True
         endpoints = list(servers.endpoints)
         sessions = [0]
-        if first:
+        if first and self.caching.load:
             reused = self.client.cache.take(self.label)
             if reused is not None:
                 endpoints = [e for e in endpoints if e.address != reused.endpoint.address]
@@ -375,14 +410,20 @@ class Delivery:
     async def _transfer(self, session: Session) -> None:
         """One transaction on SESSION, then cache or close it."""
         s = self.settings
+        self.setup_done = time.time()  # Postfix takes it at MAIL FROM
+        self.conn_use = session.deliveries + 1
         try:
             clean = await transaction(session, s, self.job, self)
         except ConversationFailed as exc:
             self._bulk_fail(exc.status, session.endpoint.namaddrport, throttle=True)
             await session.close()
             return
+        finally:
+            # Time spent with this session counts as set-up for the next one.
+            self.setup_done = None
+            self.conn_use = 1
         self.completed_session = True
-        if clean and self.client.cache.store(self.label, session, s):
+        if clean and self.caching.store and self.client.cache.store(self.label, session, s):
             return
         await session.quit(s.quit_timeout, wait_for_reply=not s.skip_quit_response)
 

@@ -49,6 +49,7 @@ from sdmail.core.dns import (
     resolv_conf_path,
 )
 from sdmail.core.ipc import ProtocolError, peer_credentials, read_frame, write_frame
+from sdmail.core.match_list import MatchListError, StringList
 from sdmail.core.skeleton import AsyncDaemonContext, ExitCode, Fatal, run_daemon_async
 from sdmail.core.spool import Spool
 from sdmail.core.systemd import listen_fds
@@ -87,7 +88,12 @@ def make_client(cfg: Config, mode: Mode, cache: ConnectionCache | None = None) -
     except (OSError, ssl.SSLError) as exc:
         raise ConfigError(f"cannot load the client's TLS files: {exc}") from None
     finder = Finder(settings, resolver, own_addresses(settings))
-    return Client(settings, finder, resolver, tls, cache or ConnectionCache())
+    name = f"{mode}_connection_cache_destinations"
+    try:
+        always_cached = StringList(settings.cache_destinations, name=name)
+    except MatchListError as exc:
+        raise ConfigError(exc.message, exc.path, exc.line, name) from None
+    return Client(settings, finder, resolver, tls, cache or ConnectionCache(), always_cached)
 
 
 @dataclass
@@ -259,7 +265,10 @@ class Service:
         delivery = Delivery(client, job, request.transport, preactive)
         outcome = asyncio.run_coroutine_threadsafe(delivery.run(), self.loop).result()
         state.site_failure = outcome.site_failure
-        return [Outcome(v.status, v.relay) for v in outcome.verdicts]
+        return [
+            Outcome(v.status, v.relay, v.conn_setup_done, v.done, v.conn_use)
+            for v in outcome.verdicts
+        ]
 
 
 def make_job(

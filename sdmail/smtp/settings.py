@@ -93,6 +93,7 @@ class ClientSettings:
     dns_support_level: str
     defer_if_no_mx_address_found: bool
     cache_on_demand: bool
+    cache_destinations: tuple[str, ...]
     cache_time_limit: float
     reuse_time_limit: float
     reuse_count_limit: int
@@ -139,6 +140,10 @@ _TWINS: Final[dict[str, tuple[str, str]]] = {
         "lmtp_defer_if_no_mx_address_found",
     ),
     "cache_on_demand": ("smtp_connection_cache_on_demand", "lmtp_connection_cache_on_demand"),
+    "cache_destinations": (
+        "smtp_connection_cache_destinations",
+        "lmtp_connection_cache_destinations",
+    ),
     "cache_time_limit": ("smtp_connection_cache_time_limit", "lmtp_connection_cache_time_limit"),
     "reuse_time_limit": ("smtp_connection_reuse_time_limit", "lmtp_connection_reuse_time_limit"),
     "reuse_count_limit": (

@@ -6,7 +6,8 @@ withholding extensions, and recording what it received.
         ... deliver to 127.0.0.1:sink.port ...
         sink.messages[0].data, sink.messages[0].rcpt_params
 
-`Behaviour` fields: `greeting` (a reply line, or "close" / "stall"), `ehlo` (keywords offered,
+`Behaviour` fields: `greeting` (a reply line, or "close" / "stall"; `greeting_delay` seconds
+before it), `ehlo` (keywords offered,
 one per line), `ehlo_reply` (instead of the keyword list, e.g. "502 5.5.1 no"), `mail`,
 `rcpt` (address -> reply line; others get `rcpt_default`), `data` (the reply to DATA),
 `dot` (the reply to the final dot; for LMTP a list, one per accepted recipient, or one
@@ -29,6 +30,7 @@ from pathlib import Path
 @dataclass
 class Behaviour:
     greeting: str = "220 sink.example.test ESMTP test sink"
+    greeting_delay: float = 0.0
     ehlo: tuple[str, ...] = ("PIPELINING", "SIZE 10240000", "8BITMIME", "DSN", "SMTPUTF8")
     ehlo_reply: str | None = None
     helo: str = "250 sink.example.test"
@@ -150,6 +152,7 @@ class SmtpSink:
             return
         if b.greeting == "stall":
             await asyncio.sleep(3600)
+        await asyncio.sleep(b.greeting_delay)
         await self._say(writer, b.greeting)
         mail_from, rcpts, accepted, helo, tls = "", [], [], "", False
         while True:

@@ -152,13 +152,42 @@ def test_an_unreachable_site_is_deferred_as_a_site_failure(mailsys) -> None:
     )
 
 
+DELAYS = re.compile(r"delays=([\d.]+)/([\d.]+)/([\d.]+)/([\d.]+),")
+
+
 def test_one_connection_serves_several_requests(mailsys, sink) -> None:
-    start_smtp(mailsys)
+    start_smtp(mailsys, "smtp_connection_cache_destinations = 127.0.0.1\n")
+    sink.behaviour.greeting_delay = 0.3
+    lines = []
     for _ in range(3):
         request = queue_message(mailsys, ["bob@example.test"], nexthop=f"[127.0.0.1]:{sink.port}")
         assert ask(mailsys, request).recipients[0].status == "sent"
+        (line,) = log_lines(mailsys, "smtp", request.queue_id)
+        lines.append(line)
     assert len(sink.messages) == 3
     assert sink.connections == 1
+    # conn_use=N from the second use of a connection on, between relay= and delay=, and
+    # the slow greeting counted as connection set-up (delays' c) where there was one.
+    assert [re.search(r"relay=[^,]+, (conn_use=\d+, )?delay=", x).group(1) for x in lines] == [
+        None,
+        "conn_use=2, ",
+        "conn_use=3, ",
+    ]
+    set_up = [float(DELAYS.search(x).group(3)) for x in lines]
+    assert set_up[0] >= 0.3
+    assert set_up[1] < 0.3 and set_up[2] < 0.3
+
+
+def test_on_demand_caching_begins_with_back_to_back_requests(mailsys, sink) -> None:
+    start_smtp(mailsys)
+    uses = []
+    for _ in range(4):
+        request = queue_message(mailsys, ["bob@example.test"], nexthop=f"[127.0.0.1]:{sink.port}")
+        assert ask(mailsys, request).recipients[0].status == "sent"
+        (line,) = log_lines(mailsys, "smtp", request.queue_id)
+        uses.append(re.search(r"conn_use=(\d+)", line))
+    assert [m.group(1) if m else None for m in uses] == [None, None, "2", "3"]
+    assert sink.connections == 2
 
 
 def test_requests_on_the_relay_socket_are_served_too(mailsys, sink) -> None:

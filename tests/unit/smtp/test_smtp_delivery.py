@@ -12,6 +12,7 @@ import logging
 import secrets
 import socket
 import ssl
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -502,9 +503,14 @@ def test_long_lines_arrive_folded(world) -> None:
 
 
 # -- connection reuse -----------------------------------------------------------------------------
+def always_cached(world) -> str:
+    """main.cf lines that cache connections to the first sink's address whatever the load."""
+    return f"smtp_connection_cache_destinations = {world.addresses[0]}\n"
+
+
 def test_one_connection_carries_several_messages(world) -> None:
     sink = world.sink(0)
-    client = world.client()
+    client = world.client(always_cached(world))
 
     async def three() -> list[Outcome]:
         outcomes = []
@@ -523,7 +529,7 @@ def test_one_connection_carries_several_messages(world) -> None:
 
 def test_a_lost_connection_before_the_final_reply_defers_and_is_not_reused(world) -> None:
     sink = world.sink(0, close_after="BODY")
-    client = world.client()
+    client = world.client(always_cached(world))
 
     async def two() -> list[Outcome]:
         outcomes = []
@@ -542,7 +548,7 @@ def test_a_lost_connection_before_the_final_reply_defers_and_is_not_reused(world
 
 def test_a_cached_connection_the_server_closed_is_replaced(world) -> None:
     sink = world.sink(0, close_after="DOT")
-    client = world.client()
+    client = world.client(always_cached(world))
 
     async def two() -> list[Outcome]:
         outcomes = []
@@ -556,6 +562,91 @@ def test_a_cached_connection_the_server_closed_is_replaced(world) -> None:
     outcomes = asyncio.run(two())
     assert [o.verdicts[0].status.dsn for o in outcomes] == ["2.0.0", "2.0.0"]
     assert sink.connections == 2
+
+
+def in_a_row(client: Client, jobs: list[Job], pause: float = 0.0) -> list[Outcome]:
+    """JOBS delivered one after the other (PAUSE seconds apart), as qmgr sends them."""
+
+    async def run() -> list[Outcome]:
+        outcomes = []
+        for index, the_job in enumerate(jobs):
+            if index and pause:
+                await asyncio.sleep(pause)
+            outcomes.append(await Delivery(client, the_job, "smtp", 0).run())
+        await client.cache.close_all(1)
+        return outcomes
+
+    return asyncio.run(run())
+
+
+def test_on_demand_caching_starts_with_back_to_back_deliveries(world) -> None:
+    # Postfix's qmgr turns caching on for a destination when a delivery follows the last
+    # one within a second: the first two messages each open a connection, the second
+    # keeps its own, the third goes over it.
+    sink = world.sink(0)
+    outcomes = in_a_row(world.client(), [job(f"[{world.addresses[0]}]", "a@x.test")] * 4)
+    assert [o.verdicts[0].status.dsn for o in outcomes] == ["2.0.0"] * 4
+    assert sink.connections == 2
+    assert [o.verdicts[0].conn_use for o in outcomes] == [1, 1, 2, 3]
+
+
+def test_deliveries_far_apart_are_not_cached(world) -> None:
+    sink = world.sink(0)
+    client = world.client()
+    outcomes = in_a_row(client, [job(f"[{world.addresses[0]}]", "a@x.test")] * 3, pause=1.2)
+    assert [o.verdicts[0].conn_use for o in outcomes] == [1, 1, 1]
+    assert sink.connections == 3
+
+
+def test_concurrent_deliveries_alone_do_not_start_caching(world) -> None:
+    sink = world.sink(0)
+    client = world.client()
+
+    async def together() -> int:
+        the_job = job(f"[{world.addresses[0]}]", "a@x.test")
+        await asyncio.gather(*(Delivery(client, the_job, "smtp", 0).run() for _ in range(3)))
+        kept = len(client.cache)
+        await client.cache.close_all(1)
+        return kept
+
+    assert asyncio.run(together()) == 0
+    assert sink.connections == 3
+
+
+def test_without_on_demand_caching_only_listed_destinations_are_cached(world) -> None:
+    listed, other = world.sink(0), world.sink(1)
+    client = world.client("smtp_connection_cache_on_demand = no\n" + always_cached(world))
+    in_a_row(client, [job(f"[{world.addresses[0]}]", "a@x.test")] * 3)
+    in_a_row(client, [job(f"[{world.addresses[1]}]", "a@x.test")] * 3)
+    assert listed.connections == 1
+    assert other.connections == 3
+
+
+def test_a_connection_is_not_reused_past_the_reuse_time_limit(world) -> None:
+    # Postfix checks the limit when a session would go back to the cache: the second
+    # message still goes over the first connection, then that connection is closed.
+    sink = world.sink(0)
+    client = world.client("smtp_connection_reuse_time_limit = 1s\n" + always_cached(world))
+    outcomes = in_a_row(client, [job(f"[{world.addresses[0]}]", "a@x.test")] * 3, pause=1.1)
+    assert [o.verdicts[0].conn_use for o in outcomes] == [1, 2, 1]
+    assert sink.connections == 2
+    assert sink.commands.count("QUIT") >= 1
+
+
+def test_delays_split_at_the_start_of_the_transaction(world) -> None:
+    world.sink(0, greeting="220 slow.example.test ESMTP")
+    before = time.time()
+    outcome = deliver(world.client(), job(f"[{world.addresses[0]}]", "a@x.test"))
+    verdict = outcome.verdicts[0]
+    assert before < verdict.conn_setup_done < verdict.done <= time.time()
+
+
+def test_a_failure_before_any_transaction_counts_as_set_up_time(world) -> None:
+    # Postfix's smtp_bulk_fail: `delays=a/b/30/0` for a connection that timed out.
+    outcome = deliver(world.client(), job(f"[{world.addresses[0]}]", "a@x.test"))
+    verdict = outcome.verdicts[0]
+    assert verdict.status.dsn == "4.4.1"
+    assert verdict.conn_setup_done == verdict.done > 0
 
 
 # -- next hops without DNS ------------------------------------------------------------------------
