@@ -11,7 +11,8 @@ smtp_tls_connection_reuse = yes.
 
 When to cache (`begin`, Postfix's smtp_cache_policy): always, loading and storing, for a
 destination in smtp_connection_cache_destinations (matched as Postfix does, by the first
-next hop's bare domain, or the socket path of LMTP over a UNIX-domain socket); never with
+next hop's bare domain, or the socket path of LMTP over a UNIX-domain socket, which must
+be listed through a table since a `/path` item names a file of patterns); never with
 smtp_connection_cache_on_demand = no; otherwise on demand, for a destination that is
 busy. Postfix's qmgr decides "busy" (qmgr_entry_select) and tells the agent; here the
 agent itself applies the same rule, since this one process sees every request of its

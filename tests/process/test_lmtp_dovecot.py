@@ -89,7 +89,10 @@ def test_lmtp_over_tcp(mailsys, imap_store) -> None:
 
 
 def test_one_lmtp_connection_carries_several_messages(mailsys, imap_store) -> None:
-    start_lmtp(mailsys)
+    # Cached whatever the load: the socket path is in lmtp_connection_cache_destinations
+    # (through a table: as in Postfix, a /path item in a list names a file of patterns).
+    listed = f"inline:{{ {{ {imap_store.socket_path} = yes }} }}"
+    start_lmtp(mailsys, f"lmtp_connection_cache_destinations = {listed}\n")
     for _ in range(3):
         request = queue_message(
             mailsys,
@@ -100,6 +103,7 @@ def test_one_lmtp_connection_carries_several_messages(mailsys, imap_store) -> No
         assert ask(mailsys, request).recipients[0].status == "sent"
     assert len(imap_store.messages("bob")) == 3
     assert imap_store.log().count("Connect from local") == 1
+    assert ", conn_use=3, delay=" in log_lines(mailsys, "lmtp", request.queue_id)[0]
 
 
 def test_a_missing_lmtp_socket_defers_as_a_site_failure(mailsys) -> None:
