@@ -345,7 +345,9 @@ class Delivery:
             ) from None
         usable = usable_tlsa(answer.records) if answer.secure else []
         if usable:
-            return TlsPlan("dane", tlsa=tuple(usable))
+            # DANE-TA's names: the TLSA base domain (the MX host) or the next-hop domain.
+            bases = tuple(n.lower().rstrip(".") for n in (endpoint.host, destination.host))
+            return TlsPlan("dane", match_names=bases, tlsa=tuple(usable))
         if answer.secure and answer.records:
             return TlsPlan("encrypt")
         if level == "dane-only":

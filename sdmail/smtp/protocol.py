@@ -42,7 +42,7 @@ from sdmail.smtp.downgrade import DowngradeError, downgrade
 from sdmail.smtp.reply import Features, Reply, ehlo_features
 from sdmail.smtp.session import Session, TlsFailed
 from sdmail.smtp.settings import ClientSettings
-from sdmail.smtp.tls import REQUIRED_LEVELS, TlsContexts, certificate_matches, dane_matches
+from sdmail.smtp.tls import REQUIRED_LEVELS, TlsContexts, certificate_matches, dane_verified
 
 
 class TroubleKind(enum.Enum):
@@ -184,7 +184,10 @@ def _check_certificate(session: Session, plan: TlsPlan) -> str:
             raise not_verified()
         return "Verified"
     if plan.level == "dane":
-        if der is None or not dane_matches(der, plan.tlsa):
+        certificates, leaf_fields = session.peer_chain()
+        if not certificates and der is not None:
+            certificates = [der]  # DANE-EE needs no more
+        if not dane_verified(certificates, leaf_fields, plan.tlsa, plan.match_names):
             raise not_verified()
         return "Verified"
     return "Untrusted"

@@ -19,6 +19,7 @@ handshake that did not complete. `quit` and `close` never raise.
 
 from __future__ import annotations
 
+import _ssl  # the chain's certificates' DER encoding constant (smtp/tls.py, DANE-TA)
 import asyncio
 import contextlib
 import errno
@@ -227,6 +228,23 @@ class Session:
         der = ssl_object.getpeercert(binary_form=True)
         fields = ssl_object.getpeercert() or {}
         return der, dict(fields)
+
+    def peer_chain(self) -> tuple[list[bytes], dict[str, object]]:
+        """The certificates the server sent, DER, its own first, whether verified or not, and
+        its own certificate's fields; ([], {}) when the ssl module cannot tell (DANE-TA).
+
+        Python 3.11 has the chain only on the private `_sslobj` (public from 3.13)."""
+        ssl_object = self.writer.get_extra_info("ssl_object")
+        getter = getattr(getattr(ssl_object, "_sslobj", None), "get_unverified_chain", None)
+        if getter is None:
+            return [], {}
+        try:
+            certificates = list(getter() or [])
+            chain = [c.public_bytes(_ssl.ENCODING_DER) for c in certificates]
+            fields = dict(certificates[0].get_info()) if certificates else {}
+        except (AttributeError, ValueError, ssl.SSLError):
+            return [], {}
+        return chain, fields
 
     # -- the end -----------------------------------------------------------------------------
     @property

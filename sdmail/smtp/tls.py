@@ -10,14 +10,23 @@ smtp_tls_secure_cert_match: `nexthop` is the destination domain, `dot-nexthop` a
 below it), `dane` (opportunistic DANE: with DNSSEC-validated TLSA records the certificate
 must match one of them, with TLSA records none of which is usable TLS is still required
 (encrypt), and without validated TLSA records it is `may`), `dane-only` (TLSA records
-required). TLSA records of usage DANE-EE (3) are usable, with selector 0 (the whole
-certificate) or 1 (its public key) and matching type 0, 1 (SHA-256) or 2 (SHA-512);
-DANE-TA (2) needs the server's chain, which Python's ssl module does not give, and PKIX
-usages (0, 1) are not for SMTP (RFC 7672), so those count as unusable.
+required). TLSA records are usable with selector 0 (the whole certificate) or 1 (its
+public key) and matching type 0, 1 (SHA-256) or 2 (SHA-512), and usage DANE-EE (3) or
+DANE-TA (2), as in Postfix, whose DANE is OpenSSL's (RFC 7672): the PKIX usages (0, 1)
+are not for SMTP and count as unusable, as do all records when the TLSA RRset is not
+DNSSEC-validated. DANE-EE: the server's certificate matches the record; no name, date or
+chain check. DANE-TA: a certificate of the chain the server sent (not the server's own)
+matches the record, the server certificate validates up to that trust anchor
+(smtp/chain.py: OpenSSL's path validation, dates included), and it names the MX host
+(the TLSA base domain) or the next-hop domain, Postfix's "hostname, nexthop". Python's
+ssl module gives the server's chain through the SSLObject's `_sslobj.get_unverified_chain()`
+(public only from Python 3.13); without it, or without a usable libcrypto, DANE-TA
+records count as unusable.
 
 Failure modes: `TlsContexts(settings)` raises ConfigError-free `ssl.SSLError`/`OSError`
 when a certificate, key or CA file cannot be loaded (the service turns that into a
-configuration error at start); `certificate_matches` and `dane_matches` never raise.
+configuration error at start); `certificate_matches`, `dane_matches` and `dane_verified`
+never raise.
 """
 
 from __future__ import annotations
@@ -28,10 +37,12 @@ from collections.abc import Iterable, Sequence
 from typing import Final
 
 from sdmail.core.dns import TlsaRecord
+from sdmail.smtp import chain
 from sdmail.smtp.settings import TlsSettings
 
 REQUIRED_LEVELS: Final = frozenset({"encrypt", "dane", "dane-only", "verify", "secure"})
-_DANE_EE = 3
+DANE_TA = 2
+DANE_EE = 3
 
 
 class TlsContexts:
@@ -126,32 +137,62 @@ def _name_matches(presented: str, wanted: str) -> bool:
 
 def usable_tlsa(records: Iterable[TlsaRecord]) -> list[TlsaRecord]:
     """The TLSA records this client can check (see the module docstring)."""
+    usages = (DANE_TA, DANE_EE) if chain.available() else (DANE_EE,)
     return [
         r
         for r in records
-        if r.usage == _DANE_EE and r.selector in (0, 1) and r.matching_type in (0, 1, 2)
+        if r.usage in usages and r.selector in (0, 1) and r.matching_type in (0, 1, 2)
     ]
 
 
 def dane_matches(der: bytes, records: Iterable[TlsaRecord]) -> bool:
     """Whether the server certificate DER matches one of the DANE-EE RECORDS."""
-    for record in usable_tlsa(records):
-        if record.selector == 0:
-            subject = der
-        else:
-            spki = subject_public_key_info(der)
-            if spki is None:
-                continue
-            subject = spki
-        if record.matching_type == 0:
-            digest = subject
-        elif record.matching_type == 1:
-            digest = hashlib.sha256(subject).digest()
-        else:
-            digest = hashlib.sha512(subject).digest()
-        if digest == record.data:
+    return any(r.usage == DANE_EE and _record_matches(der, r) for r in usable_tlsa(records))
+
+
+def dane_verified(
+    certificates: Sequence[bytes],
+    leaf_fields: dict[str, object],
+    records: Iterable[TlsaRecord],
+    names: Sequence[str],
+) -> bool:
+    """Whether the chain the server sent (CERTIFICATES, DER, its own first; LEAF_FIELDS its
+    certificate's fields as ssl decodes them) satisfies one of the usable RECORDS: DANE-EE
+    by the server certificate alone, DANE-TA by a trust anchor in the chain, the server
+    certificate validating up to it and naming one of NAMES."""
+    if not certificates:
+        return False
+    usable = usable_tlsa(records)
+    leaf, issuers = certificates[0], certificates[1:]
+    if dane_matches(leaf, usable):
+        return True
+    anchors = [r for r in usable if r.usage == DANE_TA]
+    for depth, candidate in enumerate(issuers):
+        if not any(_record_matches(candidate, r) for r in anchors):
+            continue
+        if not certificate_matches(leaf_fields, names):
+            return False  # the name does not depend on which anchor matched
+        if chain.chains_to(leaf, issuers[:depth], candidate):
             return True
     return False
+
+
+def _record_matches(der: bytes, record: TlsaRecord) -> bool:
+    """Whether certificate DER (selector 0) or its public key (selector 1) is RECORD's."""
+    if record.selector == 0:
+        subject = der
+    else:
+        spki = subject_public_key_info(der)
+        if spki is None:
+            return False
+        subject = spki
+    if record.matching_type == 0:
+        digest = subject
+    elif record.matching_type == 1:
+        digest = hashlib.sha256(subject).digest()
+    else:
+        digest = hashlib.sha512(subject).digest()
+    return digest == record.data
 
 
 def subject_public_key_info(der: bytes) -> bytes | None:

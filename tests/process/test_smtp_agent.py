@@ -8,10 +8,12 @@ and qmgr see: the DeliveryResult, done marks in the queue file, the log lines.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -21,6 +23,7 @@ import pytest
 
 from sdmail.core.ipc import encode_frame
 from sdmail.core.records import DsnRet, Notify, Recipient
+from tests.peers.certs import cert_der, chain_file, make_ca, make_server_cert
 from tests.peers.dns_server import DnsServer
 from tests.peers.postfix_tools import PostfixSmtpSink, postfix_root
 from tests.peers.qmgr_side import (
@@ -126,6 +129,43 @@ def test_mx_records_from_the_system_resolver_are_used(mailsys, monkeypatch, tmp_
     assert result.recipients[0].relay == f"mx1.example.test[127.0.0.2]:{best.port}"
     assert len(best.messages) == 1
     assert ("example.test", "MX") in dns.queries
+
+
+def test_dane_ta_on_debians_python(mailsys, monkeypatch, tmp_path) -> None:
+    # DANE-TA needs the server's chain: Python 3.11 has it only on a private object, so
+    # the agent is run on the interpreter the package runs it on.
+    ca = make_ca(tmp_path / "ca")
+    server = make_server_cert(tmp_path / "server", ["mx.example.test"], ca)
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(chain_file(tmp_path / "chain.pem", server, ca).cert, server.key)
+    anchor = hashlib.sha256(cert_der(ca.cert)).hexdigest()
+    with SmtpSink(host="127.0.0.2", tls=context) as mx:
+        tlsa = f"_{mx.port}._tcp.mx.example.test"
+        zone = {
+            ("example.test", "MX"): ["10 mx.example.test."],
+            ("mx.example.test", "A"): ["127.0.0.2"],
+            (tlsa, "TLSA"): [f"2 0 1 {anchor}"],
+        }
+        with DnsServer(zone, secure=[tlsa]) as dns:
+            monkeypatch.setenv("SDMAIL_RESOLV_CONF", str(dns.resolv_conf(tmp_path / "resolv")))
+            start_smtp(
+                mailsys,
+                f"smtp_tcp_port = {mx.port}\nsmtp_tls_security_level = dane\n"
+                "smtp_tls_loglevel = 1\n",
+                interpreter=DEBIAN_PYTHON,
+            )
+            request = queue_message(mailsys, ["bob@example.test"], nexthop="example.test")
+            result = ask(mailsys, request)
+    assert result.recipients[0].status == "sent", result.recipients[0].text
+    assert mx.messages[0].tls
+    wait_for_line(
+        mailsys,
+        "smtp",
+        re.compile(
+            rf"{request.queue_id}: Verified TLS connection established to "
+            rf"mx\.example\.test\[127\.0\.0\.2\]:{mx.port}: .*"
+        ),
+    )
 
 
 def test_an_unreachable_site_is_deferred_as_a_site_failure(mailsys) -> None:

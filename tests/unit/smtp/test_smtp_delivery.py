@@ -25,7 +25,7 @@ from sdmail.smtp.content import encoding_of, needs_smtputf8
 from sdmail.smtp.delivery import Client, Delivery, Outcome
 from sdmail.smtp.protocol import Job, JobRecipient
 from sdmail.smtp.service import make_client
-from tests.peers.certs import make_ca, make_server_cert, spki_der
+from tests.peers.certs import chain_file, make_ca, make_server_cert, spki_der
 from tests.peers.dns_server import DnsServer
 from tests.peers.smtp_sink import SmtpSink
 
@@ -821,22 +821,38 @@ def test_secure_matches_the_destination_domain(world, pki) -> None:
     assert sink.messages[0].tls
 
 
-def tlsa_zone(world, cert_files, *, secure: bool, digest: bytes | None = None) -> None:
+def tlsa_zone(
+    world,
+    cert_files,
+    *,
+    secure: bool,
+    digest: bytes | None = None,
+    usage: int = 3,
+    mx: str = "mx.example.test",
+) -> None:
     spki = spki_der(cert_files.cert)
     data = (digest or hashlib.sha256(spki).digest()).hex()
     world.zone(
         {
-            ("example.test", "MX"): ["10 mx.example.test."],
-            ("mx.example.test", "A"): [world.addresses[0]],
-            (f"_{world.port}._tcp.mx.example.test", "TLSA"): [f"3 1 1 {data}"],
+            ("example.test", "MX"): [f"10 {mx}."],
+            (mx, "A"): [world.addresses[0]],
+            (f"_{world.port}._tcp.{mx}", "TLSA"): [f"{usage} 1 1 {data}"],
         },
-        secure=[f"_{world.port}._tcp.mx.example.test"] if secure else [],
+        secure=[f"_{world.port}._tcp.{mx}"] if secure else [],
     )
 
 
-def test_dane_checks_the_certificate_against_validated_tlsa(world, pki, caplog) -> None:
-    sink = world.sink(0, tls=server_context(pki[2]))
-    tlsa_zone(world, pki[2], secure=True)
+@pytest.mark.parametrize("usage", [3, 2], ids=["dane-ee", "dane-ta"])
+def test_dane_checks_the_certificate_against_validated_tlsa(
+    world, pki, caplog, tmp_path, usage
+) -> None:
+    ca, signed, self_signed = pki
+    if usage == 3:  # the server's own certificate is named
+        sink = world.sink(0, tls=server_context(self_signed))
+        tlsa_zone(world, self_signed, secure=True)
+    else:  # a trust anchor in the chain the server sends, and the chain up to it
+        sink = world.sink(0, tls=server_context(chain_file(tmp_path / "chain.pem", signed, ca)))
+        tlsa_zone(world, ca, secure=True, usage=2)
     with caplog.at_level(logging.INFO, logger="sdmail"):
         outcome = deliver(
             world.client("smtp_tls_security_level = dane\nsmtp_tls_loglevel = 1\n"),
@@ -854,6 +870,53 @@ def test_dane_refuses_a_certificate_the_tlsa_records_do_not_name(world, pki) -> 
         world.client("smtp_tls_security_level = dane\n"), job("example.test", "a@example.test")
     )
     assert words(outcome) == [("4.7.5", "Server certificate not verified")]
+
+
+@pytest.mark.parametrize(
+    "sent_anchor,mx",
+    [
+        (False, "mx.example.test"),  # the server sends its own certificate only
+        (True, "mx2.example.test"),  # the anchor certified another host than the MX
+    ],
+    ids=["chain-without-anchor", "another-host"],
+)
+def test_dane_ta_refuses_what_does_not_verify(world, pki, tmp_path, sent_anchor, mx) -> None:
+    ca, signed, _ = pki
+    sent = chain_file(tmp_path / "chain.pem", signed, ca) if sent_anchor else signed
+    world.sink(0, tls=server_context(sent))
+    tlsa_zone(world, ca, secure=True, usage=2, mx=mx)
+    outcome = deliver(
+        world.client("smtp_tls_security_level = dane\n"), job("example.test", "a@example.test")
+    )
+    assert words(outcome) == [("4.7.5", "Server certificate not verified")]
+    assert outcome.site_failure
+
+
+def test_pkix_ta_records_alone_mean_encrypt_without_checks(world, pki, tmp_path) -> None:
+    # Postfix: with only unusable TLSA records, TLS is still required but not checked.
+    ca, _, self_signed = pki
+    sink = world.sink(0, tls=server_context(self_signed))
+    tlsa_zone(world, ca, secure=True, usage=0)
+    outcome = deliver(
+        world.client("smtp_tls_security_level = dane\n"), job("example.test", "a@example.test")
+    )
+    assert outcome.verdicts[0].status.dsn == "2.0.0"
+    assert sink.messages[0].tls
+    plain = world.sink(1)
+    world.dns.close()
+    world.zone(
+        {
+            ("example.test", "MX"): ["10 mx.example.test."],
+            ("mx.example.test", "A"): [world.addresses[1]],
+            (f"_{world.port}._tcp.mx.example.test", "TLSA"): ["0 1 1 " + "ab" * 32],
+        },
+        secure=[f"_{world.port}._tcp.mx.example.test"],
+    )
+    outcome = deliver(
+        world.client("smtp_tls_security_level = dane\n"), job("example.test", "a@example.test")
+    )
+    assert outcome.verdicts[0].status.dsn == "4.7.4"  # TLS required, not offered
+    assert not plain.messages
 
 
 def test_dane_without_validated_tlsa_is_opportunistic(world, pki) -> None:
