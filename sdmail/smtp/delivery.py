@@ -21,7 +21,14 @@ refusal) and the relay to log (`mx.example.org[192.0.2.1]:25`, `none` without a 
 negative feedback.
 
 Clean sessions go to the connection cache (smtp/cache.py) and the next request for the
-same destination starts with one of them, after an RSET probe.
+same destination starts with one of them, after an RSET probe, when the cache's policy
+for the destination allows (busy, or in smtp_connection_cache_destinations).
+
+Each verdict carries Postfix's message statistics for the log's `delays=a/b/c/d` and
+`conn_use=N`: c runs until the transaction starts (MAIL FROM) on the session that
+carried it, so DNS, connecting, greeting, EHLO, TLS, an RSET probe and earlier sessions
+that failed are set-up time; d is the transaction. A recipient that fails before any
+transaction has all its time as set-up (Postfix's smtp_bulk_fail).
 
 Failure modes: `Delivery.run` never raises for what a server, DNS or the next hop does;
 every recipient gets a verdict.
@@ -38,6 +45,7 @@ from sdmail.core.dns import DnsError, Resolver
 from sdmail.core.dsn import Status
 from sdmail.core.log import msg_info, msg_warning
 from sdmail.core.match_list import StringList
+from sdmail.core.tables.table import TableError
 from sdmail.smtp.cache import CachePolicy, ConnectionCache
 from sdmail.smtp.nexthop import (
     InetDestination,
@@ -185,7 +193,11 @@ class Delivery:
         if destinations:
             first_site = destinations[0]
             key = first_site.path if isinstance(first_site, UnixDestination) else first_site.host
-            always = self.client.cache_destinations.matches(key)
+            try:
+                always = self.client.cache_destinations.matches(key)
+            except TableError as exc:
+                msg_warning(self.job.queue_id, f"connection cache destinations: {exc}")
+                always = False
             self.caching = self.client.cache.begin(self.label, self.settings, always=always)
         try:
             await self._each(destinations)

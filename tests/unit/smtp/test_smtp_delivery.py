@@ -590,6 +590,27 @@ def test_on_demand_caching_starts_with_back_to_back_deliveries(world) -> None:
     assert [o.verdicts[0].conn_use for o in outcomes] == [1, 1, 2, 3]
 
 
+def test_when_the_rush_ends_cached_connections_are_used_up_but_none_is_kept(world) -> None:
+    # A delivery neither back-to-back nor beside another turns storing off, not loading:
+    # it takes the connection still cached (Postfix makes no new connection while cached
+    # ones wait) and closes it; caching starts over with the next back-to-back delivery.
+    sink = world.sink(0)
+    client = world.client()
+    the_job = job(f"[{world.addresses[0]}]", "a@x.test")
+
+    async def run() -> list[int]:
+        uses = []
+        for pause in (0, 0, 0, 1.5, 0):
+            await asyncio.sleep(pause)
+            outcome = await Delivery(client, the_job, "smtp", 0).run()
+            uses.append(outcome.verdicts[0].conn_use)
+        await client.cache.close_all(1)
+        return uses
+
+    assert asyncio.run(run()) == [1, 1, 2, 3, 1]
+    assert sink.connections == 3
+
+
 def test_deliveries_far_apart_are_not_cached(world) -> None:
     sink = world.sink(0)
     client = world.client()
