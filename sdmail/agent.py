@@ -75,7 +75,7 @@ from sdmail.core.dsn import DeliveryFailure, DsnError, Status, decode_status, en
 from sdmail.core.ipc import ProtocolError, encode_frame, peer_credentials, recv_frame
 from sdmail.core.log import format_delivery, log_traceback, msg_info, msg_warning
 from sdmail.core.qfile import CorruptQueueFile, QueueFile, iter_content, mark_done, read_envelope
-from sdmail.core.records import MESSAGE_QUEUES, Envelope, Recipient, TraceFlag
+from sdmail.core.records import MESSAGE_QUEUES, Envelope, Notify, Recipient, TraceFlag
 from sdmail.core.skeleton import ExitCode, Fatal, PlainDaemonContext, run_daemon
 from sdmail.core.spool import QueueFileHandle, Spool, SpoolError, lock_shared
 from sdmail.core.systemd import listen_fds
@@ -111,6 +111,9 @@ class Outcome:
     conn_setup_done: float | None = None
     done: float | None = None
     conn_use: int = 1
+    # The next hop took the DSN request (RFC 3461 "relayed" to a DSN-aware MTA): a
+    # NOTIFY=SUCCESS notice is then its business, not ours.
+    dsn_passed: bool = False
 
 
 class Message:
@@ -384,9 +387,12 @@ class _Answer:
         core/bounce_log); False when one could not be written."""
         request = self.request
         status = outcome.status
+        notify = Notify(recipient.notify)
+        if outcome.dsn_passed:
+            notify &= ~Notify.SUCCESS
         wanted = bounce_log.logs_for(
             status,
-            notify=recipient.notify,
+            notify=notify,
             trace_flags=request.trace_flags,
             transport=request.transport,
         )

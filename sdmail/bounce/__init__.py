@@ -17,10 +17,14 @@ the message's queue file (core/spool, read only) and removes the bounce and
 trace logs once their notice is queued; it never moves or changes a queue file.
 The per-message logs themselves are written by qmgr.
 
+A NOTIFY=SUCCESS recipient handed to a next hop that offers DSN gets no success
+notice from here: the request went on with the mail (RFC 3461), and the smtp
+client's outcome says so (`agent.Outcome.dsn_passed`); to one that does not, the
+notice says `relayed`.
+
 Not done yet: message/global types for SMTPUTF8 originals, bounce_template_file,
 the `expanded` action for aliases that asked for NOTIFY=SUCCESS (an alias's
-copies report their own deliveries), and leaving NOTIFY=SUCCESS to a next hop
-that offers DSN (the smtp client reports `relayed` itself).
+copies report their own deliveries).
 
 HOSTILE INPUT: reason texts from remote servers and addresses from anywhere end
 up in the notice; control characters are shown as `?` and long lines folded, so

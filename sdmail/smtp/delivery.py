@@ -39,7 +39,7 @@ from __future__ import annotations
 import ipaddress
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from sdmail.core.dns import DnsError, Resolver
 from sdmail.core.dsn import Status
@@ -80,6 +80,7 @@ class Verdict:
     conn_setup_done: float = 0.0
     done: float = 0.0
     conn_use: int = 1
+    dsn_passed: bool = False  # the server took DSN: NOTIFY=SUCCESS is its to honour
 
 
 @dataclass
@@ -133,7 +134,8 @@ class Delivery:
 
     def rcpt_done(self, index: int, reply: Reply, session: Session) -> None:
         dsn = reply.dsn if reply.dsn.startswith("2") else "2.0.0"
-        self.verdicts[index] = self._verdict(Status(dsn, reply.text), session.endpoint.namaddrport)
+        verdict = self._verdict(Status(dsn, reply.text), session.endpoint.namaddrport)
+        self.verdicts[index] = replace(verdict, dsn_passed=session.features.dsn)
 
     def rcpt_fail(self, index: int, status: Status, session: Session) -> None:
         self.why = status

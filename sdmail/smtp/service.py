@@ -266,7 +266,7 @@ class Service:
         outcome = asyncio.run_coroutine_threadsafe(delivery.run(), self.loop).result()
         state.site_failure = outcome.site_failure
         return [
-            Outcome(v.status, v.relay, v.conn_setup_done, v.done, v.conn_use)
+            Outcome(v.status, v.relay, v.conn_setup_done, v.done, v.conn_use, v.dsn_passed)
             for v in outcome.verdicts
         ]
 
