@@ -54,7 +54,7 @@ import signal
 import socket
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 from sdmail.core import bounce_log
@@ -114,6 +114,9 @@ class Outcome:
     # The next hop took the DSN request (RFC 3461 "relayed" to a DSN-aware MTA): a
     # NOTIFY=SUCCESS notice is then its business, not ours.
     dsn_passed: bool = False
+    # The recipient was an alias or .forward whose copies went on as new mail (DSN
+    # "expanded"): a NOTIFY=SUCCESS notice says so, and the copies do not ask again.
+    expanded: bool = False
 
 
 class Message:
@@ -363,6 +366,8 @@ class _Answer:
             for outcome in listed:
                 self._log(recipient, outcome, finished)
             final = _combined(listed)
+            if any(outcome.expanded for outcome in listed):
+                final = replace(final, expanded=True)
             word = status_word(final.status)
             if handle is not None and not self._record(recipient, final) and word == BOUNCED:
                 # Done without its bounce record, the sender would never hear of it.
@@ -397,7 +402,9 @@ class _Answer:
             transport=request.transport,
         )
         written = True
-        for log, action in wanted:
+        for log, given in wanted:
+            expanded = outcome.expanded and given in ("delivered", "relayed")
+            action = "expanded" if expanded else given
             record = bounce_log.StatusRecord(
                 address=recipient.address,
                 status=status_word(status),

@@ -50,6 +50,7 @@ from sdmail.core.dsn import DeliveryFailure, PermFail, Status, TempFail
 from sdmail.core.log import msg_warning
 from sdmail.core.mailstore import LockPolicy
 from sdmail.core.pipe_command import filter_value
+from sdmail.core.records import Notify
 from sdmail.core.tables import TableError, open_table, split_spec
 from sdmail.core.tables.addr_find import Found, LookupSettings, find_alias
 from sdmail.core.tables.aliases import AliasError, AliasTarget, TargetKind, split_alias_value
@@ -348,7 +349,7 @@ class LocalDelivery:
             envelope=envelope,
             sender=rcpt.sender,
             addresses=addresses,
-            notify=rcpt.notify,
+            notify=_without_success(rcpt.notify),
             orcpt=rcpt.orcpt,
             delivered_to=_shown(rcpt.address),
             content=rcpt.message.content(),
@@ -357,7 +358,7 @@ class LocalDelivery:
         if rcpt.message.verifying and status.is_success:
             # The copy carries the flags on, and its own report says where it goes.
             status = Status(status.dsn, f"forwarded to {', '.join(addresses)}")
-        return Outcome(status)
+        return Outcome(status, expanded=status.is_success)
 
     def _command(self, rcpt: _Recipient, command: str, origin: str, identity: Identity) -> Outcome:
         if origin not in self.settings.allow_mail_to_commands:
@@ -521,6 +522,14 @@ class LocalDelivery:
 
 
 # --------------------------------------------------------------------------------------
+def _without_success(notify: int) -> int:
+    """The NOTIFY the copies of an expanded alias get (RFC 3461 "expanded"): the success
+    notice is the alias's, not theirs; SUCCESS alone becomes NEVER, as in Postfix."""
+    if notify == Notify.SUCCESS.value:
+        return Notify.NEVER.value
+    return notify & ~Notify.SUCCESS.value
+
+
 def delivered_to_already(header_block: bytes, address: str) -> bool:
     """True when a Delivered-To: header in HEADER_BLOCK names ADDRESS (ignoring case);
     folded headers are unfolded, any bytes are accepted."""

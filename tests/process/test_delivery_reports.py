@@ -344,3 +344,22 @@ def test_notify_classes_delay_sends_the_postmaster_a_warning(mailsys, make_user)
     assert copy["Subject"] == "Postmaster Warning: Delayed Mail"
     assert copy["Auto-Submitted"] == "auto-generated"
     assert "postmaster delay notification: " in mailsys.log("qmgr")
+
+
+def test_an_alias_that_expands_reports_expanded_once(mailsys, make_user) -> None:
+    sender, ann, bob = make_user(), make_user(), make_user()
+    _start(mailsys, aliases=f"team: {ann.pw_name}@{HOST}, {bob.pw_name}@{HOST}\n")
+    done = _sendmail(
+        mailsys, sender.pw_name, "-N", "success", "team", message=b"Subject: all\n\nx\n"
+    )
+    assert done.returncode == 0, done.stderr
+    for member in (ann, bob):
+        _wait_for_messages(mailsys, mailsys.mail_dir / member.pw_name, 1)
+    (notice,) = _wait_for_messages(mailsys, mailsys.mail_dir / sender.pw_name, 1)
+    assert notice["Subject"] == "Successful Mail Delivery Report"
+    _, recipients = _report_parts(notice)
+    assert [(r["final-recipient"], r["action"]) for r in recipients] == [
+        (f"rfc822; team@{HOST}", "expanded")
+    ]
+    # The copies asked for no success notice of their own: still one message.
+    assert mailsys.log("qmgr").count("sender delivery status notification") == 1
