@@ -46,6 +46,7 @@ import logging
 import os
 import select
 import signal
+import socket
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -531,6 +532,73 @@ class AsyncDaemonContext(DaemonContext[S]):
                 return
             await asyncio.sleep(due)
             self._pet_watchdog()
+
+
+def passed_socket(name: str, program: str) -> socket.socket:
+    """The listening socket systemd passed as NAME (FileDescriptorName=); Fatal (EX_CONFIG)
+    naming the unit to run PROGRAM from when there is none."""
+    try:
+        passed = systemd.listen_fds()
+    except systemd.SystemdError as exc:
+        raise Fatal(str(exc), ExitCode.CONFIG) from None
+    for fd, fd_name in passed:
+        if fd_name == name:
+            return socket.socket(fileno=fd)
+    names = ", ".join(fd_name for _, fd_name in passed) or "none"
+    raise Fatal(
+        f"no listening socket named {name} was passed (sockets: {names}); "
+        f"run {program} from sdmail-{name}.socket",
+        ExitCode.CONFIG,
+    )
+
+
+class Clients:
+    """The clients of an asyncio daemon that serves one connection at a time per task:
+    counted in its Lifetime, waited for at stop, and the idle exit (max_idle)."""
+
+    def __init__(self, ctx: AsyncDaemonContext[Any]) -> None:
+        self.ctx = ctx
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._activity = asyncio.Event()
+
+    async def serve(self, writer: asyncio.StreamWriter, work: Awaitable[None]) -> None:
+        """Await WORK, one client's conversation on WRITER's connection, then close it."""
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        self.ctx.lifetime.begin_use()
+        try:
+            await work
+        finally:
+            writer.close()
+            with contextlib.suppress(OSError):
+                await writer.wait_closed()
+            self.ctx.lifetime.end_use()
+            self._tasks.discard(task)
+            self._activity.set()
+
+    async def run_until_idle(self) -> None:
+        """Return after max_idle seconds without a client, or when asked to stop."""
+        lifetime = self.ctx.lifetime
+        stop = asyncio.ensure_future(self.ctx.stopped())
+        try:
+            while not self.ctx.stopping:
+                remaining = lifetime.seconds_until_idle_exit()
+                if remaining is not None and remaining <= 0:
+                    return
+                self._activity.clear()
+                activity = asyncio.ensure_future(self._activity.wait())
+                await asyncio.wait(
+                    {stop, activity}, timeout=remaining, return_when="FIRST_COMPLETED"
+                )
+                activity.cancel()
+        finally:
+            stop.cancel()
+
+    async def finish(self, grace: float) -> None:
+        """Let the clients being served finish, for at most GRACE seconds."""
+        if self._tasks:
+            await asyncio.wait(set(self._tasks), timeout=grace)
 
 
 # --------------------------------------------------------------------------------------

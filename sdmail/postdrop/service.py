@@ -26,11 +26,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 from collections.abc import Sequence
 from typing import Any
 
-from sdmail.core import systemd
 from sdmail.core.config import Config, bind
 from sdmail.core.ipc import (
     MAX_HEADER,
@@ -44,7 +42,13 @@ from sdmail.core.log import msg_info
 from sdmail.core.mail_stream import SubmitRequest, accepted, refused
 from sdmail.core.match_list import MatchListError
 from sdmail.core.records import QueueName
-from sdmail.core.skeleton import AsyncDaemonContext, ExitCode, Fatal, run_daemon_async
+from sdmail.core.skeleton import (
+    AsyncDaemonContext,
+    Clients,
+    ExitCode,
+    passed_socket,
+    run_daemon_async,
+)
 from sdmail.core.spool import Spool, SpoolError
 from sdmail.core.tables.table import TableError
 from sdmail.postdrop.policy import PostdropSettings, Refusal, SubmitPolicy, submitter_of
@@ -65,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 async def serve(ctx: AsyncDaemonContext[PostdropSettings]) -> int | None:
-    listener = listening_socket()
+    listener = passed_socket(SOCKET_NAME, PROGRAM)
     service = Postdrop(ctx)
     ctx.add_reload_hook(service.reload)
     server = await asyncio.start_unix_server(
@@ -73,29 +77,12 @@ async def serve(ctx: AsyncDaemonContext[PostdropSettings]) -> int | None:
     )
     ctx.ready()
     try:
-        await service.run_until_idle()
+        await service.clients.run_until_idle()
     finally:
         server.close()
-        await service.finish_connections(_STOP_GRACE_SECONDS)
+        await service.clients.finish(_STOP_GRACE_SECONDS)
         service.close()
     return ExitCode.OK
-
-
-def listening_socket() -> socket.socket:
-    """The socket systemd passed as "postdrop"; Fatal (EX_CONFIG) when there is none."""
-    try:
-        passed = systemd.listen_fds()
-    except systemd.SystemdError as exc:
-        raise Fatal(str(exc), ExitCode.CONFIG) from None
-    for fd, name in passed:
-        if name == SOCKET_NAME:
-            return socket.socket(fileno=fd)
-    names = ", ".join(name for _, name in passed) or "none"
-    raise Fatal(
-        f"no listening socket named {SOCKET_NAME} was passed (sockets: {names}); "
-        "run postdrop from sdmail-postdrop.socket",
-        ExitCode.CONFIG,
-    )
 
 
 class Postdrop:
@@ -105,31 +92,7 @@ class Postdrop:
         self.ctx = ctx
         self.policy = SubmitPolicy(ctx.settings)
         self.spool = Spool(ctx.settings.queue_directory)
-        self._connections: set[asyncio.Task[Any]] = set()
-        self._activity = asyncio.Event()
-
-    # -- lifetime -------------------------------------------------------------------------
-    async def run_until_idle(self) -> None:
-        """Return after max_idle seconds without a connection, or when asked to stop."""
-        lifetime = self.ctx.lifetime
-        stop = asyncio.ensure_future(self.ctx.stopped())
-        try:
-            while not self.ctx.stopping:
-                remaining = lifetime.seconds_until_idle_exit()
-                if remaining is not None and remaining <= 0:
-                    return
-                self._activity.clear()
-                activity = asyncio.ensure_future(self._activity.wait())
-                await asyncio.wait(
-                    {stop, activity}, timeout=remaining, return_when="FIRST_COMPLETED"
-                )
-                activity.cancel()
-        finally:
-            stop.cancel()
-
-    async def finish_connections(self, grace: float) -> None:
-        if self._connections:
-            await asyncio.wait(set(self._connections), timeout=grace)
+        self.clients = Clients(ctx)
 
     def close(self) -> None:
         self.policy.close()
@@ -154,19 +117,7 @@ class Postdrop:
     async def handle_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._connections.add(task)
-        self.ctx.lifetime.begin_use()
-        try:
-            await self._serve_connection(reader, writer)
-        finally:
-            writer.close()
-            with contextlib.suppress(OSError):
-                await writer.wait_closed()
-            self.ctx.lifetime.end_use()
-            self._connections.discard(task)
-            self._activity.set()
+        await self.clients.serve(writer, self._serve_connection(reader, writer))
 
     async def _serve_connection(
         self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
