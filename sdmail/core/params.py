@@ -328,6 +328,20 @@ PARAMS: Mapping[str, Param] = _registry(
         "How sendmail turns CRLF input into LF: always, strict (as the first line) or never.",
     ),
     _l("fast_flush_domains", "$relay_domains", "Destinations eligible for ETRN and postqueue -s."),
+    _t(
+        "fast_flush_refresh_time",
+        "12h",
+        "Send a destination's fast-flush log that was not read for this long.",
+        "h",
+        1,
+    ),
+    _t(
+        "fast_flush_purge_time",
+        "7d",
+        "Remove a destination's empty fast-flush log not changed for this long.",
+        "d",
+        1,
+    ),
     # --- processes ------------------------------------------------------------------------
     _t("max_idle", "100s", "How long a component waits for work before it exits.", "s", 1),
     _i("max_use", "100", "Requests a component serves before it exits.", 1),
@@ -361,6 +375,7 @@ PARAMS: Mapping[str, Param] = _registry(
     _l("smtpd_helo_restrictions", "", "Restrictions at HELO/EHLO."),
     _l("smtpd_data_restrictions", "", "Restrictions at DATA."),
     _l("smtpd_end_of_data_restrictions", "", "Restrictions at the end of the message."),
+    _l("smtpd_etrn_restrictions", "", "Restrictions on the ETRN command."),
     _l("smtpd_restriction_classes", "", "Names of user-defined restriction lists."),
     _b("smtpd_delay_reject", "yes", "Apply client, HELO and sender restrictions at RCPT."),
     _l("smtpd_sender_login_maps", "", "Which SASL login may use which sender address."),
