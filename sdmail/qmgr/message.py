@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sdmail.core import bounce_log
@@ -90,9 +91,15 @@ class StatusLogs:
     keeps the deferral in memory.  For its own decisions qmgr writes the records.
     """
 
-    def __init__(self, queue_directory: str, resolution_limit: int) -> None:
+    def __init__(
+        self,
+        queue_directory: str,
+        resolution_limit: int,
+        on_deferred: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.queue_directory = queue_directory
         self.resolution_limit = resolution_limit
+        self.on_deferred = on_deferred  # (queue ID, address): the fast-flush log's hook
 
     def deferred(
         self,
@@ -108,6 +115,8 @@ class StatusLogs:
         if recipient.offset is not None and not message.verifying:
             message.deferred[recipient.offset] = (recipient, status)
         self._result(message, recipient, status, relay, log_line=log_line, by_agent=by_agent)
+        if self.on_deferred is not None and not message.verifying:
+            self.on_deferred(message.queue_id, recipient.address)
 
     def bounced(
         self,

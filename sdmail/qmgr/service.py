@@ -71,6 +71,7 @@ from sdmail.core.spool import Spool, SpoolError, valid_queue_id
 from sdmail.core.trigger import FLUSH_DEAD, SCAN_ALL, SCAN_DEFERRED, SCAN_INCOMING, WAKEUP
 from sdmail.core.user_acl import exempt_uids
 from sdmail.qmgr import dispatch
+from sdmail.qmgr.fastflush import FastFlushLog
 from sdmail.qmgr.finish import Finisher, FinishSettings
 from sdmail.qmgr.intake import STILL_BEING_DELIVERED_DELAY, Intake, IntakeSettings, Outcome, take
 from sdmail.qmgr.message import ActiveMessage, StatusLogs, Todo
@@ -124,7 +125,9 @@ class Setup:
         for name in CLASS_TRANSPORTS:  # a bad limit of a transport in use stops a start or reload
             self.policies.policy(cfg.get(name).partition(":")[0])
         self.logs = StatusLogs(
-            self.settings.queue_directory, self.settings.delay_logging_resolution_limit
+            self.settings.queue_directory,
+            self.settings.delay_logging_resolution_limit,
+            FastFlushLog(cfg),
         )
         notifier = Notifier(Cleanup(cfg, queue), queue, bind(BounceSettings, cfg))
         self.finisher = Finisher(queue, notifier, self.logs, bind(FinishSettings, cfg))
