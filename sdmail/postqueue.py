@@ -4,8 +4,8 @@ USAGE
     postqueue [-v] [-c DIR] -p          the listing mailq prints (also `sendmail -bp`)
     postqueue [-v] [-c DIR] -j          the same as JSON Lines, one object per message
     postqueue [-v] [-c DIR] -f          flush: ask qmgr to retry every deferred message now
-    postqueue [-v] [-c DIR] -i QUEUE_ID flush one message
-    postqueue [-v] [-c DIR] -s SITE     flush the mail for SITE (fast flush, see below)
+    postqueue [-v] [-c DIR] -i QUEUE_ID deliver one deferred message now
+    postqueue [-v] [-c DIR] -s SITE     deliver the deferred mail for SITE now (fast flush)
 
 WHAT IT DOES.  -p and -j ask the showq service (`$socket_directory/showq`, any user may
 connect) for the queue as a stream of entries (core/showq_proto) and print them as
@@ -31,23 +31,25 @@ ignore retry times, scan deferred and incoming) to `$socket_directory/qmgr`; whe
 nobody listens: `Cannot flush mail queue - mail system is down` (exit 69).  pickup has
 no trigger socket (it watches maildrop/ itself), so there is nothing else to wake.
 
-WHAT IS MISSING.  -i QUEUE_ID: Postfix's flush service moves the message from deferred/
-to incoming/ with a current time stamp and then wakes qmgr; postqueue runs as the user
-and may not write the queue, and sdmail has no flush service yet (nor a qmgr request
-that names a queue ID), so -i validates the ID and sends the same trigger as -f, which
-retries this message with all the others.  -s SITE: fast flush (the per-destination
-logs in flush/ and `fast_flush_domains`) is not built; a valid site name gets Postfix's
-answer for an ineligible destination, `Flush service is not configured for
-destination "SITE"` (exit 69).
+-s SITE and -i QUEUE_ID ask the fast-flush service (`$socket_directory/flush`, core/flush_proto,
+sdmail/flush): -s makes the deferred mail logged for SITE due now, -i the deferred message
+QUEUE_ID, and the service wakes qmgr.  A SITE outside `fast_flush_domains` gets Postfix's
+`Flush service is not configured for destination "SITE"` (exit 69); a QUEUE_ID that is not in
+the deferred queue (nor being delivered) gets `Cannot flush queue ID - no deferred message:
+"ID"` (exit 66: Postfix says nothing and exits 0, which hides a typo); a flush service that
+does not answer, `Cannot flush mail queue - mail system is down` (exit 69).  A site must be a
+host name and a queue ID a long queue ID (`Cannot flush mail queue - invalid destination` /
+`Cannot flush queue ID - invalid name`, exit 64), checked before anything is asked.
 
 PERMISSIONS.  The user is checked against authorized_mailq_users (-p, -j) and
 authorized_flush_users (-f, -i, -s), root and mail_owner always allowed: `User
 NAME(UID) is not allowed to view the mail queue` / `... to flush the mail queue`, exit
-77.  The showq service checks its caller again from SO_PEERCRED; this check only gives
-the answer before any connection (qmgr must check flush requests itself).
+77.  The showq and flush services and qmgr check their caller again from SO_PEERCRED; this
+check only gives the answer before any connection.
 
-Exit status: 0 done; 64 usage, an invalid queue ID or site; 69 mail system down or
-site not eligible; 70 a malformed answer from showq; 77 not allowed; 78 bad main.cf.
+Exit status: 0 done; 64 usage, an invalid queue ID or site; 66 no such deferred message;
+69 mail system down or site not eligible; 70 a malformed answer from showq; 77 not allowed;
+78 bad main.cf.
 """
 
 from __future__ import annotations
@@ -62,13 +64,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from sdmail.core import flush_proto
 from sdmail.core.address import (
     AddressError,
-    is_valid_hostname,
-    parse_address_literal,
     quote_address,
     split_address,
 )
+from sdmail.core.flush_proto import FlushReply, FlushStatus
 from sdmail.core.records import QueueName
 from sdmail.core.showq_proto import (
     QueueEntry,
@@ -302,31 +304,42 @@ def _shown(text: str) -> str:
 
 
 def flush_queue(settings: PostqueueSettings) -> int:
-    """-f (and, for now, -i): qmgr's flush trigger; EX_UNAVAILABLE when nobody listens."""
+    """-f: qmgr's flush trigger; EX_UNAVAILABLE when nobody listens."""
     _check_flush_acl(settings)
     if not trigger(str(Path(settings.socket_directory) / QMGR_SOCKET), FLUSH_QUEUE):
         raise Fatal(_FLUSH_DOWN, ExitCode.UNAVAILABLE)
     return ExitCode.OK
 
 
+def _flush_outcome(reply: FlushReply, shown: str, not_found: str) -> int:
+    """Postfix's words and exit status for the flush service's REPLY about SHOWN."""
+    if reply.status is FlushStatus.OK:
+        return ExitCode.OK
+    if reply.status is FlushStatus.DENY:
+        raise Fatal(
+            f'Flush service is not configured for destination "{shown}"', ExitCode.UNAVAILABLE
+        )
+    if reply.status is FlushStatus.NOT_FOUND:
+        raise Fatal(f'{not_found}: "{shown}"', ExitCode.NOINPUT)
+    if reply.status is FlushStatus.BAD:
+        raise Fatal(f'Invalid request: "{shown}"', ExitCode.USAGE)
+    if reply.status is FlushStatus.REFUSED:
+        raise Fatal(reply.text, ExitCode.NOPERM)
+    raise Fatal(_FLUSH_DOWN, ExitCode.UNAVAILABLE)
+
+
 def flush_site(settings: PostqueueSettings, site: str) -> int:
-    """-s SITE: fast flush is not built, so every valid site is not eligible."""
+    """-s SITE: the flush service's send_site."""
     _check_flush_acl(settings)
-    raise Fatal(
-        f'Flush service is not configured for destination "{printable(site)}"',
-        ExitCode.UNAVAILABLE,
-    )
+    reply = flush_proto.send_site(settings.socket_directory, site, timeout=settings.ipc_timeout)
+    return _flush_outcome(reply, _shown(site), "Cannot flush mail queue")
 
 
-def valid_site(site: str) -> bool:
-    """A host name or an address literal, as Postfix checks `-s` (and ETRN)."""
-    if site.startswith("["):
-        try:
-            parse_address_literal(site)
-        except AddressError:
-            return False
-        return True
-    return is_valid_hostname(site)
+def flush_file(settings: PostqueueSettings, queue_id: str) -> int:
+    """-i QUEUE_ID: the flush service's send_file."""
+    _check_flush_acl(settings)
+    reply = flush_proto.send_file(settings.socket_directory, queue_id, timeout=settings.ipc_timeout)
+    return _flush_outcome(reply, _shown(queue_id), "Cannot flush queue ID - no deferred message")
 
 
 # --------------------------------------------------------------------------------------
@@ -353,7 +366,7 @@ def run(ctx: ToolContext[PostqueueSettings], out: BinaryIO) -> int:
     options = ctx.options
     mode = _mode(options)
     # Input is checked before anything is looked up or connected to, as in Postfix.
-    if mode == "s" and not valid_site(options.site):
+    if mode == "s" and not flush_proto.valid_site(options.site):
         raise Fatal(
             f'Cannot flush mail queue - invalid destination: "{_shown(options.site)}"',
             ExitCode.USAGE,
@@ -367,6 +380,8 @@ def run(ctx: ToolContext[PostqueueSettings], out: BinaryIO) -> int:
         return show_queue(ctx, mode == "j", out)
     if mode == "s":
         return flush_site(ctx.settings, options.site)
+    if mode == "i":
+        return flush_file(ctx.settings, options.queue_id)
     return flush_queue(ctx.settings)
 
 

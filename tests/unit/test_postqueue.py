@@ -14,13 +14,13 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from sdmail.core.flush_proto import valid_site
 from sdmail.core.showq_proto import QueueEntry, RecipientEntry
 from sdmail.postqueue import (
     display_address,
     json_lines,
     mailq_lines,
     printable,
-    valid_site,
 )
 
 GOLDEN = Path(__file__).resolve().parents[1] / "data" / "postqueue"
