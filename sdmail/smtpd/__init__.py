@@ -54,7 +54,12 @@ ends the process.
 HOSTILE PEERS: a policy server that is down, slow, hangs up or answers garbage costs a
 session at most try_limit x (timeout + retry_delay) seconds and gives the default action.
 
-NOT YET: a few Postfix restrictions (checks._NOT_YET: skipped with a warning), ETRN,
+ETRN (RFC 1985) asks the flush service (core/flush_proto) to deliver the mail deferred for
+a site in fast_flush_domains, after HELO/EHLO, outside a mail transaction, past the waiting
+client and HELO restrictions and smtpd_etrn_restrictions; Postfix's replies (250 Queuing
+started, 459 <site>: service unavailable, 458 Unable to queue messages, 500/501 syntax).
+
+NOT YET: a few Postfix restrictions (checks._NOT_YET: skipped with a warning),
 and the key-exchange part of smtpd_tls_received_header's comment (Python's ssl does not
 tell the key exchange or the server signature).
 """

@@ -195,6 +195,7 @@ class CheckSettings:
     smtpd_recipient_restrictions: tuple[str, ...]
     smtpd_data_restrictions: tuple[str, ...]
     smtpd_end_of_data_restrictions: tuple[str, ...]
+    smtpd_etrn_restrictions: tuple[str, ...]
     smtpd_restriction_classes: tuple[str, ...]
     smtpd_sender_login_maps: tuple[str, ...]
     smtpd_delay_reject: bool
@@ -254,6 +255,7 @@ class Facts:
     client_port: int | None = None
     server_address: str | None = None
     server_port: int | None = None
+    etrn_site: str | None = None
 
     @property
     def client(self) -> str:
@@ -420,6 +422,7 @@ class Checks:
         self.end_of_data_steps = self._parse(
             s.smtpd_end_of_data_restrictions, "smtpd_end_of_data_restrictions"
         )
+        self.etrn_steps = self._parse(s.smtpd_etrn_restrictions, "smtpd_etrn_restrictions")
         self._check_relay_protection()
         self.local_recipient_maps = _open_tables(
             s.local_recipient_maps, "local_recipient_maps", self._tables
@@ -543,6 +546,15 @@ class Checks:
         facts = replace(facts, state="END-OF-MESSAGE")
         return self._run_lists(facts, [("end-of-data", self.end_of_data_steps)])
 
+    def at_etrn(self, facts: Facts, site: str) -> Verdict | None:
+        """ETRN SITE: the client and HELO lists that wait (smtpd_delay_reject), then
+        smtpd_etrn_restrictions, whose refusals name `<SITE>: Etrn command`."""
+        lists: list[tuple[str, tuple[_Step, ...]]] = []
+        if self.settings.smtpd_delay_reject:
+            lists += [("client", self.client_steps), ("helo", self.helo_steps)]
+        lists.append(("etrn", self.etrn_steps))
+        return self._run_lists(replace(facts, etrn_site=site, state="ETRN"), lists)
+
     def at_vrfy(self, facts: Facts) -> Verdict | None:
         """VRFY: the recipient's existence, as the unlisted-recipient check sees it."""
         return self._guarded(_Evaluation(facts), self._unlisted_recipient)
@@ -600,6 +612,8 @@ class Checks:
             return _Subject(facts.sender or "", "Sender address")
         if context == "end-of-data":
             return _Subject("END-OF-MESSAGE", "End-of-data")
+        if context == "etrn":
+            return _Subject(facts.etrn_site or "", "Etrn command")
         if context == "recipient" or facts.recipient is not None:
             return _Subject(facts.recipient or "", "Recipient address")
         return _Subject("DATA", "Data command")

@@ -133,6 +133,13 @@ ALREADY_AUTHENTICATED = reply(503, "5.5.1 Error: already authenticated")
 AUTH_SYNTAX = reply(501, "5.5.4 Syntax: AUTH mechanism")
 AUTH_ABORTED = reply(501, "5.7.0 Authentication aborted")
 AUTHENTICATED = reply(235, "2.7.0 Authentication successful")
+# ETRN (RFC 1985): Postfix's texts, which carry no enhanced status codes.
+ETRN_STARTED = reply(250, "Queuing started")
+ETRN_SEND_HELO_FIRST = reply(503, "Error: send HELO/EHLO first")
+ETRN_MAIL_IN_PROGRESS = reply(503, "Error: MAIL transaction in progress")
+ETRN_SYNTAX = reply(500, "Syntax: ETRN domain")
+ETRN_BAD_SITE = reply(501, "Error: invalid parameter syntax")
+ETRN_UNABLE = reply(458, "Unable to queue messages")
 
 
 def unsupported_option(name: str) -> Reply:
@@ -166,6 +173,10 @@ def auth_failed(reason: str) -> Reply:
 
 def auth_failed_temporarily(reason: str) -> Reply:
     return reply(454, f"4.7.0 Temporary authentication failure: {reason}")
+
+
+def etrn_not_eligible(site: str) -> Reply:
+    return reply(459, f"<{site}>: service unavailable")
 
 
 def too_many_errors(myhostname: str) -> Reply:

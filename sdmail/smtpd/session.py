@@ -44,8 +44,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Self
 
 from sdmail.cleanup.api import CleanupError, Origin, Submission
+from sdmail.core import flush_proto
 from sdmail.core.address import AddressError, parse_path
 from sdmail.core.config import Config, bind
+from sdmail.core.flush_proto import FlushStatus
 from sdmail.core.log import format_reject, log_traceback
 from sdmail.core.records import BodyType, ClientInfo, DsnRet, Notify, Recipient
 from sdmail.core.trigger import WAKEUP, trigger
@@ -115,6 +117,7 @@ class SessionSettings:
     smtpd_client_event_limit_exceptions: tuple[str, ...]
     smtpd_sasl_authenticated_header: bool
     socket_directory: str
+    ipc_timeout: int
 
     @classmethod
     def from_config(cls, cfg: Config) -> Self:
@@ -382,6 +385,7 @@ class Session:
             ("PIPELINING", "PIPELINING"),
             ("SIZE", size),
             ("VRFY", None if s.disable_vrfy_command else "VRFY"),
+            ("ETRN", "ETRN"),
             ("STARTTLS", "STARTTLS" if self.service.tls.offered and not self.tls else None),
             ("AUTH", " ".join(("AUTH", *mechanisms)) if mechanisms else None),
             ("ENHANCEDSTATUSCODES", "ENHANCEDSTATUSCODES"),
@@ -640,8 +644,41 @@ class Session:
             return verdict.reply
         return reply(252, f"2.0.0 {argument}")
 
+    def etrn(self, argument: str) -> Reply:
+        """ETRN site (RFC 1985): the flush service makes the mail deferred for SITE due now."""
+        if self.helo_name is None:
+            return replies.ETRN_SEND_HELO_FIRST
+        if self.transaction is not None:
+            return replies.ETRN_MAIL_IN_PROGRESS
+        words = argument.split()
+        if len(words) != 1:
+            return replies.ETRN_SYNTAX
+        site = flush_proto.etrn_site(words[0])
+        if not flush_proto.valid_site(site):
+            return replies.ETRN_BAD_SITE
+        if self.connect_refusal is not None:
+            return self.connect_refusal
+        verdict = self.service.checks.at_etrn(self.facts(), site)
+        if verdict is not None and verdict.reply is not None:
+            self._log_reject("ETRN", verdict.reply)
+            return verdict.reply
+        answer = flush_proto.send_site(
+            self.settings.socket_directory, site, timeout=self.settings.ipc_timeout
+        )
+        if answer.status is FlushStatus.OK:
+            return replies.ETRN_STARTED
+        if answer.status is FlushStatus.DENY:
+            log.warning("reject: ETRN %.100s... from %s", site, self.namaddr)
+            return replies.etrn_not_eligible(site)
+        if answer.status is FlushStatus.BAD:
+            log.warning("bad ETRN %.100s... from %s", site, self.namaddr)
+        else:
+            log.warning("unable to talk to fast flush service: %s", answer.text or answer.status)
+        return replies.ETRN_UNABLE
+
     def help(self, argument: str) -> Reply:
-        names = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "QUIT"]
+        names = ["HELO", "EHLO", "MAIL", "RCPT", "DATA", "BDAT", "RSET", "NOOP", "VRFY", "ETRN"]
+        names.append("QUIT")
         return reply(214, "2.0.0 Commands: " + " ".join(names))
 
     def starttls(self, argument: str) -> Reply:
@@ -899,6 +936,7 @@ _VERBS = {
     "NOOP": Session.noop,
     "QUIT": Session.quit,
     "VRFY": Session.vrfy,
+    "ETRN": Session.etrn,
     "HELP": Session.help,
     "STARTTLS": Session.starttls,
     "AUTH": Session.auth,

@@ -111,7 +111,7 @@ def test_starttls_is_offered_then_mail_goes_over_tls_and_received_says_esmtps(tl
     with smtplib.SMTP("127.0.0.1", smtpd.port, local_hostname="client.example") as client:
         code, text = client.ehlo()
         keywords = text.decode().splitlines()[1:]
-        assert keywords[:4] == ["PIPELINING", "SIZE 10240000", "VRFY", "STARTTLS"]
+        assert keywords[:5] == ["PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS"]
         assert client.starttls(context=any_certificate_client()) == (
             220,
             b"2.0.0 Ready to start TLS",

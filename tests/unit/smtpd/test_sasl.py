@@ -79,7 +79,7 @@ def test_any_response_is_a_step_never_an_exception(text):
 def test_auth_is_offered_after_starttls_and_before_enhancedstatuscodes(world, talk):
     session = world.session(auth_world(world))
     lines = session.command(b"EHLO client.example").lines
-    assert lines[lines.index("VRFY") + 1] == "AUTH PLAIN LOGIN"
+    assert lines[lines.index("ETRN") + 1] == "AUTH PLAIN LOGIN"
     assert lines[lines.index("AUTH PLAIN LOGIN") + 1] == "ENHANCEDSTATUSCODES"
 
 

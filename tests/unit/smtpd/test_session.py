@@ -39,7 +39,7 @@ def test_ehlo_offers_postfix_keywords_in_postfix_order(world):
     reply = world.session().command(b"EHLO client.example")
     assert reply.wire() == (
         b"250-mail.example.test\r\n250-PIPELINING\r\n250-SIZE 10240000\r\n250-VRFY\r\n"
-        b"250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
+        b"250-ETRN\r\n250-ENHANCEDSTATUSCODES\r\n250-8BITMIME\r\n250-DSN\r\n250-SMTPUTF8\r\n250 CHUNKING\r\n"
     )
 
 
@@ -53,6 +53,7 @@ def test_ehlo_follows_the_parameters(world):
         "mail.example.test",
         "PIPELINING",
         "SIZE",
+        "ETRN",
         "ENHANCEDSTATUSCODES",
         "8BITMIME",
     )

@@ -64,7 +64,7 @@ def test_a_pair_that_does_not_load_is_logged_and_starttls_not_offered(world, pai
 def test_ehlo_offers_starttls_after_vrfy_until_tls_is_active(world, pair, talk):
     session = world.session(tls_lines("may", *pair))
     ehlo = session.command(b"EHLO client.example")
-    assert ehlo.lines[1:5] == ("PIPELINING", "SIZE 10240000", "VRFY", "STARTTLS")
+    assert ehlo.lines[1:6] == ("PIPELINING", "SIZE 10240000", "VRFY", "ETRN", "STARTTLS")
     assert session.command(b"STARTTLS") is replies.READY_TO_START_TLS
     session.tls_started(INFO)
     assert "STARTTLS" not in session.command(b"EHLO client.example").lines
