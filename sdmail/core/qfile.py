@@ -179,6 +179,8 @@ class QueueFile:
     delay_warning_offset: int
     file_size: int
     trace_flags_offset: int = 0
+    recipient_count: int = 0  # recipient records (to deliver or done) in the whole file
+    unread_offset: int | None = None  # where recipients not read begin (a window was full)
 
     def content_from(self, data: bytes) -> bytes:
         """The message content out of `data`, the bytes this was decoded from."""
@@ -418,10 +420,19 @@ def _pread_all(fd: int, length: int, offset: int) -> bytes:
 
 
 class _Parser:
-    """One pass over the records of a queue file, enforcing the grammar."""
+    """One pass over the records of a queue file, enforcing the grammar.
 
-    def __init__(self, source: _Source) -> None:
+    With a recipient WINDOW (start offset, limit), only recipients to deliver whose
+    records begin at or after the start are kept, at most `limit` of them; the
+    others are checked but not decoded.
+    """
+
+    def __init__(self, source: _Source, window: tuple[int, int] | None = None) -> None:
         self._src = source
+        self._window = window
+        self._group_start: int | None = None  # where the current recipient's records begin
+        self._recipient_count = 0
+        self._unread_offset: int | None = None
         self._seen: set[int] = set()
         self._rank = -1
         self._rcpt_parts: dict[int, bytes] = {}
@@ -442,6 +453,8 @@ class _Parser:
                 if length == 0:
                     raise CorruptQueueFile(f"offset {pos}: empty content segment")
                 self._segments.append(Segment(data_start, length))
+            elif self._window is not None and _RANK[rec_type] == _RANK[REC_RECIPIENT]:
+                self._take_windowed(pos, rec_type, data_start, length)
             else:
                 data = self._src.read(data_start, length)
                 if len(data) != length:
@@ -518,6 +531,35 @@ class _Parser:
                 raise CorruptQueueFile(f"offset {pos}: end record is not empty")
         else:
             self._fields[rec_type] = data
+
+    def _take_windowed(self, pos: int, rec_type: int, data_start: int, length: int) -> None:
+        """A recipient record under a window: decoded only when the window keeps it."""
+        assert self._window is not None
+        start, limit = self._window
+        if self._group_start is None:
+            self._group_start = pos
+        group_start = self._group_start
+        ends_group = rec_type in (REC_RECIPIENT, REC_DONE)
+        if ends_group:
+            self._group_start = None
+            self._recipient_count += 1
+        wanted = group_start >= start and self._unread_offset is None
+        if wanted and ends_group and rec_type == REC_RECIPIENT and len(self._recipients) >= limit:
+            self._unread_offset = group_start  # the window is full: the rest waits
+            wanted = False
+        if not wanted:
+            if ends_group:
+                self._rcpt_parts = {}
+            else:
+                self._take(pos, rec_type, b"")  # the order check, without the data
+            return
+        data = self._src.read(data_start, length)
+        if len(data) != length:
+            raise CorruptQueueFile(f"offset {pos}: record data cut short")
+        if rec_type == REC_DONE:
+            self._rcpt_parts = {}  # done: not for delivery, so not kept
+            return
+        self._take(pos, rec_type, data)
 
     def _take_version(self, data: bytes) -> None:
         if data != str(FORMAT_VERSION).encode("ascii"):
@@ -596,6 +638,10 @@ class _Parser:
             delay_warning_offset=self._warning_offset,
             file_size=size,
             trace_flags_offset=self._trace_flags_offset,
+            recipient_count=self._recipient_count
+            if self._window is not None
+            else len(self._recipients),
+            unread_offset=self._unread_offset,
         )
 
     def _smtputf8(self) -> bool:
@@ -654,13 +700,24 @@ def decode(data: bytes) -> QueueFile:
     return _Parser(_BytesSource(data)).parse()
 
 
-def read_envelope(fd: int) -> QueueFile:
+def read_envelope(
+    fd: int, *, recipients_from: int = 0, recipient_limit: int | None = None
+) -> QueueFile:
     """Parse the queue file open on `fd`, stepping over its content unread.
 
     The whole file is checked for structure and its end record, so a partial
     file is refused here, before anything is delivered from it.
+
+    With RECIPIENT_LIMIT, the envelope holds at most that many recipients still to
+    deliver (done ones are left out), from the first whose records begin at or after
+    RECIPIENTS_FROM; `unread_offset` is then where the next such read starts, or None
+    when no recipient to deliver is left beyond them (Postfix's qmgr reads a large
+    message in batches this way).  Memory held: the window, not the recipient list.
     """
-    return _Parser(_FdSource(fd)).parse()
+    if recipient_limit is not None and recipient_limit < 1:
+        raise ValueError(f"recipient limit {recipient_limit} is below 1")
+    window = None if recipient_limit is None else (recipients_from, recipient_limit)
+    return _Parser(_FdSource(fd), window).parse()
 
 
 def iter_content(fd: int, queue_file: QueueFile, chunk_size: int = SEGMENT_SIZE) -> Iterator[bytes]:

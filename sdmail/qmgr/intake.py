@@ -15,6 +15,12 @@ during the retry.  Then qmgr logs `QUEUEID: from=<sender>, size=N, nrcpt=N
 (queue active)`, resolves each recipient not yet done through trivial-rewrite,
 and releases the lock: the agents take theirs.
 
+A message is read in batches of at most qmgr_message_recipient_limit recipients
+still to deliver (Postfix's rule): `take` reads the first batch and keeps where
+the next one begins in the message; when every recipient of a batch has a result,
+`read_more` reads the next one from there (no lock: the file stays in active/,
+and qmgr's own marks and the agents' touch different records).
+
 Some recipients are settled here, under the lock, without an agent: mail to the
 local `$double_bounce_sender` is discarded (done, logged as sent with
 `undeliverable postmaster notification discarded`), an address that resolves to
@@ -79,6 +85,7 @@ class Intake:
 @dataclass(frozen=True)
 class IntakeSettings:
     double_bounce_sender: str
+    recipient_limit: int  # qmgr_message_recipient_limit: recipients read at once
 
 
 def take(
@@ -116,7 +123,7 @@ def take(
         except spool.QueueFileLocked:
             return _still_being_delivered(queue, handle, now)
         try:
-            queue_file = qfile.read_envelope(handle.fd)
+            queue_file = qfile.read_envelope(handle.fd, recipient_limit=settings.recipient_limit)
         except qfile.CorruptQueueFile as exc:
             log.warning("%s: %s", queue_id, exc)
             return _quarantine(queue, queue_id)
@@ -132,11 +139,42 @@ def _message(queue_id: str, queue_file: qfile.QueueFile, now: float) -> ActiveMe
     msg_info(
         queue_id,
         f"from=<{envelope.sender}>, size={queue_file.content_size},"
-        f" nrcpt={len(envelope.recipients)} (queue active)",
+        f" nrcpt={queue_file.recipient_count} (queue active)",
     )
     message = ActiveMessage(queue_id, envelope, queue_file.content_size, active_at=now)
-    message.outstanding = sum(1 for r in envelope.recipients if not r.done)
+    _batch(message, queue_file)
     return message
+
+
+def _batch(message: ActiveMessage, queue_file: qfile.QueueFile) -> None:
+    message.envelope = queue_file.envelope
+    message.unread_offset = queue_file.unread_offset
+    message.todo = []
+    message.outstanding = sum(1 for r in queue_file.envelope.recipients if not r.done)
+
+
+def read_more(
+    queue: spool.Spool,
+    message: ActiveMessage,
+    *,
+    resolve: Resolve,
+    logs: StatusLogs,
+    settings: IntakeSettings,
+) -> None:
+    """Read MESSAGE's next batch of recipients from its file in active/ and resolve them.
+
+    Raises SpoolError (the file is gone or not a queue file), CorruptQueueFile or
+    OSError; MESSAGE is then unchanged.
+    """
+    assert message.unread_offset is not None
+    with queue.open(QueueName.ACTIVE, message.queue_id, writable=True) as handle:
+        queue_file = qfile.read_envelope(
+            handle.fd,
+            recipients_from=message.unread_offset,
+            recipient_limit=settings.recipient_limit,
+        )
+        _batch(message, queue_file)
+        _resolve_all(message, handle, resolve, logs, settings)
 
 
 def _resolve_all(

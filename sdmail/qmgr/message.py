@@ -62,6 +62,7 @@ class ActiveMessage:
     active_at: float
     todo: list[Todo] = field(default_factory=list)
     outstanding: int = 0  # recipients without a result yet
+    unread_offset: int | None = None  # where the file's next batch of recipients begins
     deferred: dict[int, tuple[Recipient, Status]] = field(default_factory=dict)
 
     @property

@@ -10,8 +10,11 @@ qmgr_message_active_limit of them, taking turns between the incoming scan, the
 deferred scan and the deferred files inotify named, so that a deferred backlog
 cannot starve new mail (intake.take does the work).  A queue ID is taken by one
 feeder at a time: a name found again while it is being taken or is active (the
-next scan pass, inotify) is passed over.  A message's recipients are
-grouped by (transport, next hop) into requests of at most the transport's
+next scan pass, inotify) is passed over.  A message is read in batches of
+qmgr_message_recipient_limit recipients; when a batch has its results, its
+failures are reported to the sender and the next batch is read (Postfix's
+order), and no further message is taken in while that many recipients are held.
+A batch's recipients are grouped by (transport, next hop) into requests of at most the transport's
 recipient limit and queued in the scheduler (schedule.py); every delivery the
 scheduler hands out is one connection to the agent (dispatch.py).  Results:
 `sent` needs nothing more (the agent marked the recipient done and logged it),
@@ -53,7 +56,7 @@ from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sdmail.bounce.notify import BounceSettings, Notifier
+from sdmail.bounce.notify import BounceError, BounceSettings, Notifier
 from sdmail.cleanup.api import Cleanup
 from sdmail.core import systemd
 from sdmail.core.config import Config, ConfigError, bind
@@ -73,7 +76,14 @@ from sdmail.core.user_acl import exempt_uids
 from sdmail.qmgr import dispatch
 from sdmail.qmgr.fastflush import FastFlushLog
 from sdmail.qmgr.finish import Finisher, FinishSettings
-from sdmail.qmgr.intake import STILL_BEING_DELIVERED_DELAY, Intake, IntakeSettings, Outcome, take
+from sdmail.qmgr.intake import (
+    STILL_BEING_DELIVERED_DELAY,
+    Intake,
+    IntakeSettings,
+    Outcome,
+    read_more,
+    take,
+)
 from sdmail.qmgr.message import ActiveMessage, StatusLogs, Todo
 from sdmail.qmgr.scan import QueueScan, recover_active
 from sdmail.qmgr.schedule import Pick, Scheduler, destination_key, suspension_reason
@@ -104,6 +114,7 @@ class QmgrSettings:
     queue_directory: str
     socket_directory: str
     qmgr_message_active_limit: int
+    qmgr_message_recipient_limit: int
     queue_run_delay: int
     daemon_timeout: int
     delay_logging_resolution_limit: int
@@ -129,9 +140,11 @@ class Setup:
             self.settings.delay_logging_resolution_limit,
             FastFlushLog(cfg),
         )
-        notifier = Notifier(Cleanup(cfg, queue), queue, bind(BounceSettings, cfg))
-        self.finisher = Finisher(queue, notifier, self.logs, bind(FinishSettings, cfg))
-        self.intake = IntakeSettings(self.settings.double_bounce_sender)
+        self.notifier = Notifier(Cleanup(cfg, queue), queue, bind(BounceSettings, cfg))
+        self.finisher = Finisher(queue, self.notifier, self.logs, bind(FinishSettings, cfg))
+        self.intake = IntakeSettings(
+            self.settings.double_bounce_sender, self.settings.qmgr_message_recipient_limit
+        )
         self.flush_exempt = exempt_uids(self.settings.mail_owner)
 
 
@@ -199,6 +212,7 @@ class Qmgr:
         self.stopping = False
         self._trigger_socket = trigger_socket
         self._reserved = 0
+        self._held = 0  # recipients of active messages without a result yet
         self._turn = 0
         self._wake = asyncio.Event()
         self._room = asyncio.Event()
@@ -340,7 +354,7 @@ class Qmgr:
     # -- intake --------------------------------------------------------------------------
     async def _feeder(self) -> None:
         while True:
-            while len(self.active) + self._reserved >= self._active_limit():
+            while self._active_full():
                 self._room.clear()
                 await self._room.wait()
             self._reserved += 1
@@ -354,8 +368,14 @@ class Qmgr:
                 self._wake.clear()
                 await self._wake.wait()
 
-    def _active_limit(self) -> int:
-        return self.setup.settings.qmgr_message_active_limit
+    def _active_full(self) -> bool:
+        """No room for one more message: qmgr_message_active_limit messages, or (with one
+        message at least) qmgr_message_recipient_limit recipients are held."""
+        settings = self.setup.settings
+        messages = len(self.active) + self._reserved
+        if messages >= settings.qmgr_message_active_limit:
+            return True
+        return messages > 0 and self._held >= settings.qmgr_message_recipient_limit
 
     def _has_candidates(self) -> bool:
         return self.incoming.pending() or self.deferred.pending() or bool(self.named.names)
@@ -428,6 +448,7 @@ class Qmgr:
             if queue is QueueName.DEFERRED:
                 self._counts.deferred = max(0, self._counts.deferred - 1)
             self.active[queue_id] = intake.message
+            self._held += intake.message.outstanding
             self._schedule(intake.message)
         elif intake.due is not None and (
             queue is QueueName.INCOMING or intake.outcome is Outcome.LOCKED
@@ -459,7 +480,7 @@ class Qmgr:
         if refused:
             self._spawn(self._defer_now(message, refused))
         elif message.outstanding == 0:
-            self._spawn(self._finish(message))
+            self._round_done(message)
         self._pump()
 
     def _pump(self) -> None:
@@ -539,8 +560,58 @@ class Qmgr:
 
     def _account(self, message: ActiveMessage, results: int) -> None:
         message.outstanding -= results
+        self._held -= results
+        if self._held < self.setup.settings.qmgr_message_recipient_limit:
+            self._room.set()
         if message.outstanding == 0:
+            self._round_done(message)
+
+    def _round_done(self, message: ActiveMessage) -> None:
+        """Every recipient of MESSAGE's batch has a result: the next batch, or the end."""
+        if message.unread_offset is not None:
+            self._spawn(self._next_batch(message))
+        else:
             self._spawn(self._finish(message))
+
+    async def _next_batch(self, message: ActiveMessage) -> None:
+        setup = self.setup
+
+        def read() -> str | None:
+            # Postfix's order: this batch's failures are reported while the envelope
+            # still holds their DSN details, then the next batch is read.
+            notice = None
+            try:
+                notice = setup.notifier.send_non_delivery(
+                    QueueName.ACTIVE, message.queue_id, message.envelope
+                )
+            except BounceError as exc:  # the log stays: the end of the message tries again
+                log.warning("%s: %s; will try again", message.queue_id, exc)
+            read_more(
+                self.spool,
+                message,
+                resolve=setup.resolver.resolve,
+                logs=setup.logs,
+                settings=setup.intake,
+            )
+            return notice
+
+        try:
+            notice = await asyncio.to_thread(read)
+        except Exception as exc:  # the file stays in active/ for the next start
+            log.error(
+                "%s: cannot read more recipients: %s: %s; left in the active queue",
+                message.queue_id,
+                type(exc).__name__,
+                exc,
+            )
+            log_traceback(log, exc)
+            self.active.pop(message.queue_id, None)
+            self._room.set()
+            return
+        if notice is not None:
+            self._request_scan(self.incoming)
+        self._held += message.outstanding
+        self._schedule(message)
 
     async def _finish(self, message: ActiveMessage) -> None:
         try:

@@ -423,6 +423,70 @@ def test_read_envelope_refuses_a_file_cut_short(tmp_path: Path) -> None:
         os.close(fd)
 
 
+def read_in_windows(fd: int, limit: int) -> list[qfile.QueueFile]:
+    reads = [qfile.read_envelope(fd, recipient_limit=limit)]
+    while (start := reads[-1].unread_offset) is not None:
+        reads.append(qfile.read_envelope(fd, recipients_from=start, recipient_limit=limit))
+    return reads
+
+
+def test_a_window_reads_recipients_to_deliver_in_batches_each_once(tmp_path: Path) -> None:
+    recipients = tuple(
+        Recipient(
+            f"r{n}@example.org",
+            orig_address=f"o{n}@example.org" if n % 3 else None,
+            notify=Notify.FAILURE if n % 2 else Notify(0),
+            orcpt=f"rfc822;r{n}@example.org" if n % 5 == 0 else None,
+            done=n % 4 == 0,
+        )
+        for n in range(1000)
+    )
+    path = tmp_path / "many"
+    write_file(path, Envelope(sender="s@example.org", recipients=recipients), b"x\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        whole = qfile.read_envelope(fd)
+        reads = read_in_windows(fd, 64)
+    finally:
+        os.close(fd)
+    to_deliver = [r for r in whole.envelope.recipients if not r.done]
+    assert len(to_deliver) == 750
+    assert [len(q.envelope.recipients) for q in reads] == [64] * 11 + [46]
+    assert [r for q in reads for r in q.envelope.recipients] == to_deliver
+    assert {q.recipient_count for q in reads} == {1000}
+    assert all(q.envelope.sender == "s@example.org" for q in reads)
+
+
+def test_a_window_reads_no_empty_last_batch_and_keeps_the_old_reading(tmp_path: Path) -> None:
+    recipients = (Recipient("a@x.org"), Recipient("b@x.org"), Recipient("c@x.org", done=True))
+    path = tmp_path / "three"
+    write_file(path, Envelope(sender="", recipients=recipients), b"x\n")
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        assert [len(q.envelope.recipients) for q in read_in_windows(fd, 2)] == [2]
+        assert [len(q.envelope.recipients) for q in read_in_windows(fd, 1)] == [1, 1]
+        whole = qfile.read_envelope(fd)
+        assert (len(whole.envelope.recipients), whole.recipient_count) == (3, 3)
+        assert whole.unread_offset is None
+        with pytest.raises(ValueError, match="below 1"):
+            qfile.read_envelope(fd, recipient_limit=0)
+    finally:
+        os.close(fd)
+
+
+def test_a_window_still_refuses_a_file_cut_short(tmp_path: Path) -> None:
+    recipients = tuple(Recipient(f"r{n}@x.org") for n in range(10))
+    data = qfile.encode(Envelope(sender="", recipients=recipients), b"x\n")
+    path = tmp_path / "cut"
+    path.write_bytes(data[:-1])
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        with pytest.raises(CorruptQueueFile, match="incomplete file"):
+            qfile.read_envelope(fd, recipient_limit=2)
+    finally:
+        os.close(fd)
+
+
 def test_iter_content_notices_a_file_truncated_after_reading(tmp_path: Path) -> None:
     path = tmp_path / "shrinks"
     write_file(path, Envelope(sender=""), b"x" * 1000)

@@ -20,6 +20,7 @@ from sdmail.qmgr.intake import (
     IntakeSettings,
     Outcome,
     error_transport_status,
+    read_more,
     take,
 )
 from sdmail.qmgr.message import StatusLogs
@@ -48,13 +49,13 @@ class Queue:
     def take(self, queue_id: str, queue: QueueName = QueueName.INCOMING, **kw) -> Intake:
         kw.setdefault("now", time.time())
         kw.setdefault("ignore_time", False)
+        kw.setdefault("settings", IntakeSettings("double-bounce", 20000))
         return take(
             self.spool,
             queue,
             queue_id,
             resolve=self.resolver.resolve,
             logs=self.logs,
-            settings=IntakeSettings("double-bounce"),
             **kw,
         )
 
@@ -170,6 +171,29 @@ def test_done_recipients_are_not_delivered_again(queue: Queue) -> None:
     assert intake.message is not None
     assert [t.address for t in intake.message.todo] == [f"bob@{HOST}"]
     assert intake.message.outstanding == 1
+
+
+def test_a_large_message_is_read_in_batches_of_the_recipient_limit(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    addresses = [f"user{n}@{HOST}" for n in range(25)]
+    queue_id = queue.put(*addresses)
+    settings = IntakeSettings("double-bounce", 10)
+    intake = queue.take(queue_id, settings=settings)
+    message = intake.message
+    assert message is not None
+    assert f"from=<joe@{HOST}>, size=17, nrcpt=25 (queue active)" in logged(caplog, queue_id)
+    batches = [[t.address for t in message.todo]]
+    while message.unread_offset is not None:
+        assert message.outstanding == len(batches[-1])
+        read_more(
+            queue.spool, message, resolve=queue.resolver.resolve, logs=queue.logs, settings=settings
+        )
+        batches.append([t.address for t in message.todo])
+    assert [len(batch) for batch in batches] == [10, 10, 5]
+    assert [address for batch in batches for address in batch] == addresses
+    assert message.outstanding == 5
 
 
 def test_mail_to_double_bounce_is_discarded_as_sent(
