@@ -13,6 +13,11 @@ failure takes `negative_feedback(window)` from a failure counter; each whole uni
 moves the window by one).  A transport runs at most `process_limit` deliveries
 at once (master.cf's process limit).
 
+A destination rate delay (`*_destination_rate_delay`) pauses a destination for
+that long after each delivery to it ends, so that mail trickles out; the
+destination's concurrency is then 1 (transports.py sees to that).  The pause is
+kept while the destination has nothing to send, so that new mail waits for it too.
+
 A destination whose failed pseudo-cohorts (a site failure counts 1/window) reach
 the failed cohort limit is DEAD for `destination_rest` seconds: what waits for it,
 and what is added meanwhile, is handed back to be deferred with "delivery
@@ -109,6 +114,7 @@ class TransportPolicy:
     failed_cohort_limit: float
     retry_time: float
     destination_rest: float
+    rate_delay: float = 0.0  # pause after each delivery to one destination
 
 
 def destination_key(policy: TransportPolicy, nexthop: str, recipient: str) -> str:
@@ -137,6 +143,7 @@ class _Destination(Generic[E]):
     fail_cohorts: float = 0.0
     dead_until: float | None = None
     reason: Status | None = None
+    paused_until: float | None = None  # the rate delay after a delivery
     in_ready: bool = False
 
 
@@ -192,7 +199,13 @@ class Scheduler(Generic[E]):
 
     @staticmethod
     def _make_ready(t: _Transport[E], d: _Destination[E]) -> None:
-        if not d.in_ready and d.todo and d.dead_until is None and d.busy < d.window:
+        if (
+            not d.in_ready
+            and d.todo
+            and d.dead_until is None
+            and d.paused_until is None
+            and d.busy < d.window
+        ):
             d.in_ready = True
             t.ready.append(d)
 
@@ -214,7 +227,12 @@ class Scheduler(Generic[E]):
         while t.ready:
             d = t.ready.popleft()
             d.in_ready = False
-            if not d.todo or d.dead_until is not None or d.busy >= d.window:
+            if (
+                not d.todo
+                or d.dead_until is not None
+                or d.paused_until is not None
+                or d.busy >= d.window
+            ):
                 continue
             entry = d.todo.popleft()
             d.busy += 1
@@ -226,15 +244,26 @@ class Scheduler(Generic[E]):
     # -- results -------------------------------------------------------------------------
     def finished(self, pick: Pick[E], *, site_failure: Status | None = None) -> list[E]:
         """PICK is done.  SITE_FAILURE (the destination itself failed) is negative feedback,
-        anything else positive.  Returns the entries to defer now because the destination
-        died of it (with `suspension_reason`)."""
+        anything else positive; a destination still alive then pauses for the rate delay.
+        Returns the entries to defer now because the destination died of it (with
+        `suspension_reason`)."""
         t, d = self._release(pick)
         if site_failure is None:
             self._positive(t.policy, d)
+            drained = []
+        else:
+            drained = self._negative(t, d, site_failure)
+        if d.dead_until is None:
+            self._pause(t, d)
             self._make_ready(t, d)
             self._drop_if_idle(t, d)
-            return []
-        return self._negative(t, d, site_failure)
+        return drained
+
+    def _pause(self, t: _Transport[E], d: _Destination[E]) -> None:
+        if t.policy.rate_delay > 0:
+            until = self._clock() + t.policy.rate_delay
+            d.paused_until = until
+            heapq.heappush(self._wakeups, (until, t.name, d.name))
 
     def transport_failed(self, pick: Pick[E], reason: Status) -> list[E]:
         """PICK's agent could not be reached or died: the transport rests for its retry
@@ -277,8 +306,6 @@ class Scheduler(Generic[E]):
             d.failure += 1
             d.success = 0.0
         d.window = max(d.window, 1)
-        self._make_ready(t, d)
-        self._drop_if_idle(t, d)
         return []
 
     def _kill_destination(self, t: _Transport[E], d: _Destination[E], failure: Status) -> list[E]:
@@ -306,7 +333,7 @@ class Scheduler(Generic[E]):
         return drained
 
     def _drop_if_idle(self, t: _Transport[E], d: _Destination[E]) -> None:
-        if not d.todo and d.busy == 0 and d.dead_until is None:
+        if not d.todo and d.busy == 0 and d.dead_until is None and d.paused_until is None:
             t.destinations.pop(d.name, None)
 
     # -- rests ---------------------------------------------------------------------------
@@ -322,10 +349,12 @@ class Scheduler(Generic[E]):
         return d.reason if d is not None and d.dead_until is not None else None
 
     def forget_dead(self) -> None:
-        """Revive every resting destination and transport (the `F` trigger)."""
+        """Revive every resting destination and transport, and end every rate-delay
+        pause (the `F` trigger)."""
         for t in self._transports.values():
             self._revive_transport(t)
             for d in list(t.destinations.values()):
+                self._resume_destination(t, d)
                 self._revive_destination(t, d)
         self._wakeups.clear()
 
@@ -348,11 +377,20 @@ class Scheduler(Generic[E]):
             d = t.destinations.get(destination)
             if d is not None and d.dead_until == when:
                 self._revive_destination(t, d)
+            elif d is not None and d.paused_until == when:
+                self._resume_destination(t, d)
 
     @staticmethod
     def _revive_transport(t: _Transport[E]) -> None:
         t.dead_until = None
         t.reason = None
+
+    def _resume_destination(self, t: _Transport[E], d: _Destination[E]) -> None:
+        if d.paused_until is None:
+            return
+        d.paused_until = None
+        self._make_ready(t, d)
+        self._drop_if_idle(t, d)
 
     def _revive_destination(self, t: _Transport[E], d: _Destination[E]) -> None:
         if d.dead_until is None:

@@ -4,8 +4,9 @@
 for each limit, `<transport>_<name>` when main.cf (or the registry, as for
 `local_destination_concurrency_limit`) defines it, else `default_<name>` (or the
 general parameter: initial_destination_concurrency, transport_retry_time,
-minimal_backoff_time, default_process_limit).  Answers are kept per transport
-until the next reload builds a new TransportPolicies.
+minimal_backoff_time, default_process_limit).  A destination rate delay above
+zero makes the destination concurrency limit 1, as in Postfix.  Answers are kept
+per transport until the next reload builds a new TransportPolicies.
 
 Failure modes: `policy` raises ConfigError (naming the parameter) for a value that
 is not a number, out of range, or an unknown feedback form.
@@ -32,15 +33,17 @@ class TransportPolicies:
         return known
 
     def _build(self, transport: str) -> TransportPolicy:
+        rate_delay = self.cfg.get_time(
+            self._name(transport, "destination_rate_delay", "default_destination_rate_delay")
+        )
+        concurrency_limit = self._int(
+            transport, "destination_concurrency_limit", "default_destination_concurrency_limit"
+        )
         return TransportPolicy(
             recipient_limit=self._int(
                 transport, "destination_recipient_limit", "default_destination_recipient_limit"
             ),
-            concurrency_limit=self._int(
-                transport,
-                "destination_concurrency_limit",
-                "default_destination_concurrency_limit",
-            ),
+            concurrency_limit=1 if rate_delay > 0 else concurrency_limit,
             initial_concurrency=self._int(
                 transport, "initial_destination_concurrency", "initial_destination_concurrency"
             ),
@@ -62,6 +65,7 @@ class TransportPolicies:
             ),
             retry_time=float(self.cfg.get_time("transport_retry_time")),
             destination_rest=float(self.cfg.get_time("minimal_backoff_time")),
+            rate_delay=float(rate_delay),
         )
 
     def _name(self, transport: str, suffix: str, fallback: str) -> str:

@@ -278,3 +278,51 @@ def test_expiry_at_the_lifetime_and_lifetime_zero_tries_once() -> None:
 def test_a_permanent_site_failure_suspends_with_a_temporary_status() -> None:
     reason = suspension_reason(Status("5.7.1", "host said no"))
     assert reason == Status("4.7.1", "delivery temporarily suspended: host said no")
+
+
+def test_a_rate_delay_pauses_a_destination_after_each_delivery(
+    sched: Scheduler[str], clock: FakeClock
+) -> None:
+    p = policy(rate_delay=10.0, concurrency_limit=1, initial_concurrency=1, failed_cohort_limit=2)
+    for n in range(3):
+        sched.add("smtp", p, "slow.example", f"m{n}")
+    sched.add("smtp", p, "other.example", "o0")
+    first = drain(sched)
+    assert sorted(pick.entry for pick in first) == ["m0", "o0"]  # one at a time each
+    m0 = next(pick for pick in first if pick.entry == "m0")
+    sched.finished(m0)
+    assert sched.next_pick() is None  # paused, though its window is free
+    assert sched.next_wakeup() == clock.now + 10
+    clock.now += 9.9
+    assert sched.next_pick() is None
+    clock.now += 0.1
+    [m1] = drain(sched)
+    assert m1.entry == "m1"
+    assert sched.finished(m1, site_failure=REFUSED) == []  # not dead yet: it pauses too
+    assert sched.next_pick() is None
+    clock.now += 10
+    assert [pick.entry for pick in drain(sched)] == ["m2"]
+
+
+def test_the_pause_outlives_an_empty_queue_and_ends_with_a_flush(
+    sched: Scheduler[str], clock: FakeClock
+) -> None:
+    p = policy(rate_delay=10.0, concurrency_limit=1, initial_concurrency=1)
+    sched.add("smtp", p, "slow.example", "m0")
+    [m0] = drain(sched)
+    sched.finished(m0)
+    clock.now += 5
+    sched.add("smtp", p, "slow.example", "m1")  # new mail waits for the rest of the pause
+    assert sched.next_pick() is None
+    sched.forget_dead()  # postqueue -f
+    assert [pick.entry for pick in drain(sched)] == ["m1"]
+
+
+def test_without_a_rate_delay_nothing_pauses(sched: Scheduler[str]) -> None:
+    p = policy(concurrency_limit=1, initial_concurrency=1)
+    sched.add("smtp", p, "x.example", "m0")
+    sched.add("smtp", p, "x.example", "m1")
+    [m0] = drain(sched)
+    sched.finished(m0)
+    assert [pick.entry for pick in drain(sched)] == ["m1"]
+    assert sched.next_wakeup() is None

@@ -24,6 +24,7 @@ def test_defaults_and_local_limits(tmp_path: Path) -> None:
     assert (smtp.retry_time, smtp.destination_rest) == (60, 300)
     assert smtp.failed_cohort_limit == 1
     assert smtp.positive_feedback(3) == 1
+    assert smtp.rate_delay == 0
 
 
 def test_a_transport_of_its_own_in_main_cf(tmp_path: Path) -> None:
@@ -56,3 +57,22 @@ def test_a_zero_limit_is_refused(tmp_path: Path) -> None:
     p = policies(tmp_path, "pipe_destination_recipient_limit = 0\n")
     with pytest.raises(ConfigError, match="pipe_destination_recipient_limit"):
         p.policy("pipe")
+
+
+def test_a_rate_delay_makes_the_destination_concurrency_one(tmp_path: Path) -> None:
+    p = policies(
+        tmp_path,
+        "default_destination_rate_delay = 2s\n"
+        "relay_destination_rate_delay = 0\n"
+        "slow_destination_rate_delay = 1m\n",
+    )
+    smtp, relay, slow = p.policy("smtp"), p.policy("relay"), p.policy("slow")
+    assert (smtp.rate_delay, smtp.concurrency_limit) == (2, 1)
+    assert (relay.rate_delay, relay.concurrency_limit) == (0, 20)
+    assert (slow.rate_delay, slow.concurrency_limit) == (60, 1)
+
+
+def test_a_bad_rate_delay_names_the_parameter(tmp_path: Path) -> None:
+    p = policies(tmp_path, "smtp_destination_rate_delay = soon\n")
+    with pytest.raises(ConfigError, match="smtp_destination_rate_delay"):
+        p.policy("smtp")
