@@ -25,7 +25,9 @@ Some recipients are settled here, under the lock, without an agent: mail to the
 local `$double_bounce_sender` is discarded (done, logged as sent with
 `undeliverable postmaster notification discarded`), an address that resolves to
 the `error` transport bounces with the next hop's text (as Postfix's error(8)
-agent would), and one the resolver cannot handle now is deferred with `4.3.0
+agent would), one for a transport in defer_transports is deferred with `4.3.2
+deferred transport` unless a flush (`postqueue -f`, `sendmail -q`) took the
+message in, and one the resolver cannot handle now is deferred with `4.3.0
 address resolver failure`.
 
 Blocking: call it in a worker thread.  Failure modes: none raised for the file's
@@ -62,6 +64,7 @@ STILL_BEING_DELIVERED_DELAY = 60.0  # Postfix's: how long a locked file rests in
 FUTURE_SLACK = 1.0  # a time stamp up to this far ahead counts as now (clock granularity)
 RESOLVER_FAILURE = Status("4.3.0", "address resolver failure")
 DOUBLE_BOUNCE_DISCARDED = Status("2.0.0", "undeliverable postmaster notification discarded")
+DEFERRED_TRANSPORT = Status("4.3.2", "deferred transport")
 _LEADING_DSN = re.compile(r"([245]\.[0-9]{1,3}\.[0-9]{1,3})\s+(.*)", re.DOTALL)
 
 Resolve = Callable[[str], Resolved]
@@ -86,6 +89,7 @@ class Intake:
 class IntakeSettings:
     double_bounce_sender: str
     recipient_limit: int  # qmgr_message_recipient_limit: recipients read at once
+    defer_transports: frozenset[str]  # delivered only when a flush takes the message in
 
 
 def take(
@@ -95,11 +99,14 @@ def take(
     *,
     now: float,
     ignore_time: bool,
+    flush: bool = False,
     resolve: Resolve,
     logs: StatusLogs,
     settings: IntakeSettings,
 ) -> Intake:
-    """Move QUEUE_ID from FROM_QUEUE into active/ and read it; see the module docstring."""
+    """Move QUEUE_ID from FROM_QUEUE into active/ and read it; see the module docstring.
+
+    FLUSH: a flush takes the message in, so defer_transports do not hold it back."""
     try:
         st = os.stat(queue.path / from_queue.value / queue_id, follow_symlinks=False)
     except (FileNotFoundError, NotADirectoryError):
@@ -130,6 +137,7 @@ def take(
         if from_queue is QueueName.DEFERRED:
             bounce_log.remove(queue.path, queue_id, (QueueName.DEFER,))
         message = _message(queue_id, queue_file, now)
+        message.flushed = flush
         _resolve_all(message, handle, resolve, logs, settings)
     return Intake(Outcome.TAKEN, message)
 
@@ -194,7 +202,10 @@ def _resolve_all(
             logs.deferred(message, recipient, RESOLVER_FAILURE)
             message.outstanding -= 1
             continue
-        if _is_double_bounce(resolved, settings.double_bounce_sender):
+        if resolved.transport in settings.defer_transports and not message.flushed:
+            logs.deferred(message, recipient, DEFERRED_TRANSPORT)
+            message.outstanding -= 1
+        elif _is_double_bounce(resolved, settings.double_bounce_sender):
             qfile.mark_done(handle, recipient.offset)
             logs.sent(message, recipient, DOUBLE_BOUNCE_DISCARDED)
             message.outstanding -= 1

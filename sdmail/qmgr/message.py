@@ -63,6 +63,7 @@ class ActiveMessage:
     todo: list[Todo] = field(default_factory=list)
     outstanding: int = 0  # recipients without a result yet
     unread_offset: int | None = None  # where the file's next batch of recipients begins
+    flushed: bool = False  # taken by a flush: defer_transports do not hold it back
     deferred: dict[int, tuple[Recipient, Status]] = field(default_factory=dict)
 
     @property

@@ -5,8 +5,8 @@ reads the directory lazily, BATCH_SIZE names at a time, so a deferred queue of a
 million files costs a million names over time, never at once.  Asking for a scan
 while a pass runs asks for one more pass after it (requests in between merge),
 so a file that arrived after the pass began is not missed.  A pass may ignore
-the files' time stamps (`A` trigger): the flag belongs to the pass it was asked
-for.
+the files' time stamps (`A` trigger), and a flush pass (`F` trigger) delivers
+over defer_transports too: each flag belongs to the pass it was asked for.
 
 `recover_active` is qmgr's start: every file left in active/ by an earlier qmgr
 goes back to incoming/ with its time stamp set to now.
@@ -43,6 +43,7 @@ class QueueScan:
         self.batch_size = batch_size
         self.running = False
         self.ignore_time = False  # this pass takes files whatever their time stamp
+        self.flush = False  # this pass delivers over defer_transports too
         self.passes = 0  # passes finished
         self.seen = 0  # names the current pass read so far
         self.last_seen: int | None = None  # names the last finished pass read
@@ -51,18 +52,21 @@ class QueueScan:
         self._buffer: deque[str] = deque()
         self._again = False
         self._again_ignore_time = False
+        self._again_flush = False
 
-    def request(self, *, ignore_time: bool = False) -> None:
+    def request(self, *, ignore_time: bool = False, flush: bool = False) -> None:
         """Start a pass, or ask for one more after the pass that runs."""
         if self.running:
             self._again = True
             self._again_ignore_time |= ignore_time
+            self._again_flush |= flush
             return
-        self._start(ignore_time)
+        self._start(ignore_time, flush)
 
-    def _start(self, ignore_time: bool) -> None:
+    def _start(self, ignore_time: bool, flush: bool) -> None:
         self.running = True
         self.ignore_time = ignore_time
+        self.flush = flush
         self.seen = 0
         self._names = None
         self._exhausted = False
@@ -100,7 +104,7 @@ class QueueScan:
         """End the pass now (its directory could not be read); a later request starts anew."""
         self._close_names()
         self._buffer.clear()
-        self._again = self._again_ignore_time = False
+        self._again = self._again_ignore_time = self._again_flush = False
         self.running = False
         self._exhausted = False
 
@@ -114,9 +118,9 @@ class QueueScan:
         self.passes += 1
         self.last_seen = self.seen
         if self._again:
-            again_ignore_time = self._again_ignore_time
-            self._again = self._again_ignore_time = False
-            self._start(again_ignore_time)
+            again = (self._again_ignore_time, self._again_flush)
+            self._again = self._again_ignore_time = self._again_flush = False
+            self._start(*again)
 
 
 def recover_active(queue: Spool) -> int:

@@ -26,6 +26,12 @@ waiting mail deferred with "delivery temporarily suspended".  When every
 recipient of a message has a result, finish.Finisher expires, notifies, defers
 or removes it.
 
+Transports in defer_transports are not delivered to (intake.py defers their
+recipients with "deferred transport") unless a flush took the message in: the
+`F` trigger (`postqueue -f`, `sendmail -q`) marks the next incoming and deferred
+scan passes as flushes, as Postfix's qmgr does.  A destination rate delay pauses
+a destination after each delivery (schedule.py).
+
 Wake-ups: inotify on incoming/ and deferred/ (watch.py), the trigger socket
 (triggers.py), a deferred scan every queue_run_delay, an incoming scan as well as
 a backstop, and a timer for incoming files whose time stamp is in the future (a
@@ -53,7 +59,7 @@ import socket
 import time
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterable
-from dataclasses import dataclass, field
+from dataclasses import astuple, dataclass, field
 from typing import Any, Final
 
 from sdmail.bounce.notify import BounceError, BounceSettings, Notifier
@@ -121,6 +127,7 @@ class QmgrSettings:
     double_bounce_sender: str
     authorized_flush_users: tuple[str, ...]
     mail_owner: str
+    defer_transports: tuple[str, ...]
 
 
 class Setup:
@@ -143,7 +150,9 @@ class Setup:
         self.notifier = Notifier(Cleanup(cfg, queue), queue, bind(BounceSettings, cfg))
         self.finisher = Finisher(queue, self.notifier, self.logs, bind(FinishSettings, cfg))
         self.intake = IntakeSettings(
-            self.settings.double_bounce_sender, self.settings.qmgr_message_recipient_limit
+            self.settings.double_bounce_sender,
+            self.settings.qmgr_message_recipient_limit,
+            frozenset(self.settings.defer_transports),
         )
         self.flush_exempt = exempt_uids(self.settings.mail_owner)
 
@@ -164,6 +173,16 @@ class _Counts:
     deferred_passes: int = -1
     incoming: int = 0
     shown: str = ""
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    """A queue file to take in, with the flags of the scan pass that found it."""
+
+    queue: QueueName
+    name: str
+    ignore_time: bool = False
+    flush: bool = False
 
 
 @dataclass
@@ -206,6 +225,11 @@ class Qmgr:
         self.scheduler: Scheduler[Entry] = Scheduler()
         self.active: dict[str, ActiveMessage] = {}
         self.taking: set[str] = set()  # queue IDs a feeder is taking in now
+        # Deferred files found while their message was still active (its move to
+        # deferred/ done, its end not yet seen here): taken once the end is seen, so
+        # that a flush right after a deferral is not lost.
+        self._found_early: dict[str, _Candidate] = {}
+        self._found_again: deque[_Candidate] = deque()
         self.incoming = QueueScan(queue, QueueName.INCOMING)
         self.deferred = QueueScan(queue, QueueName.DEFERRED)
         self.named = _NamedDeferred()
@@ -222,6 +246,7 @@ class Qmgr:
         }
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ignore_time_next = {QueueName.INCOMING: False, QueueName.DEFERRED: False}
+        self._flush_next = dict.fromkeys(self._ignore_time_next, False)
         self._incoming_timer = _IncomingTimer()
         self._pump_handle: asyncio.TimerHandle | None = None
         self._counts = _Counts()
@@ -302,6 +327,7 @@ class Qmgr:
         for request in requests:
             if request == FLUSH_DEAD:
                 self.scheduler.forget_dead()
+                self._flush_next = dict.fromkeys(self._flush_next, True)
                 self._pump()
             elif request == SCAN_ALL:
                 self._ignore_time_next = dict.fromkeys(self._ignore_time_next, True)
@@ -312,8 +338,9 @@ class Qmgr:
 
     def _request_scan(self, scan: QueueScan) -> None:
         ignore_time = self._ignore_time_next[scan.queue]
-        self._ignore_time_next[scan.queue] = False
-        scan.request(ignore_time=ignore_time)
+        flush = self._flush_next[scan.queue]
+        self._ignore_time_next[scan.queue] = self._flush_next[scan.queue] = False
+        scan.request(ignore_time=ignore_time, flush=flush)
         self._wake.set()
 
     def _flush_acl(self) -> tuple[tuple[str, ...], frozenset[int]]:
@@ -361,7 +388,7 @@ class Qmgr:
             try:
                 candidate = await self._next_candidate()
                 if candidate is not None:
-                    await self._take(*candidate)
+                    await self._take(*astuple(candidate))
             finally:
                 self._reserved -= 1
             if candidate is None and not self._has_candidates():
@@ -378,27 +405,34 @@ class Qmgr:
         return messages > 0 and self._held >= settings.qmgr_message_recipient_limit
 
     def _has_candidates(self) -> bool:
-        return self.incoming.pending() or self.deferred.pending() or bool(self.named.names)
+        return (
+            self.incoming.pending()
+            or self.deferred.pending()
+            or bool(self.named.names)
+            or bool(self._found_again)
+        )
 
-    async def _next_candidate(self) -> tuple[QueueName, str, bool] | None:
+    async def _next_candidate(self) -> _Candidate | None:
         for _ in range(3):
             turn, self._turn = self._turn, (self._turn + 1) % 3
             if turn == 0:
                 found = await self._from_scan(self.incoming)
             elif turn == 1:
                 found = await self._from_scan(self.deferred)
+            elif self._found_again:
+                found = self._found_again.popleft()
             else:
                 name = self.named.pop()
-                found = (QueueName.DEFERRED, name, False) if name is not None else None
+                found = _Candidate(QueueName.DEFERRED, name) if name is not None else None
             if found is not None:
                 return found
         return None
 
-    async def _from_scan(self, scan: QueueScan) -> tuple[QueueName, str, bool] | None:
+    async def _from_scan(self, scan: QueueScan) -> _Candidate | None:
         while True:
             name = scan.next_name()
             if name is not None:
-                return scan.queue, name, scan.ignore_time
+                return _Candidate(scan.queue, name, scan.ignore_time, scan.flush)
             if not scan.needs_read():
                 return None
             async with self._read_locks[scan.queue]:
@@ -411,21 +445,27 @@ class Qmgr:
                     scan.abandon()
                     return None
 
-    async def _take(self, queue: QueueName, queue_id: str, ignore_time: bool) -> None:
+    async def _take(
+        self, queue: QueueName, queue_id: str, ignore_time: bool, flush: bool = False
+    ) -> None:
         # A name comes again while a feeder still takes it: the next scan pass lists the
         # file until it has left its queue, and inotify names deferred files the deferred
         # scan finds too.  A second take would find active/ID taken, fail, and put the
         # first one's file back to rest in incoming/.
+        if queue_id in self.active and queue is QueueName.DEFERRED:
+            self._found_early[queue_id] = _Candidate(queue, queue_id, ignore_time, flush)
+            return
         if queue_id in self.active or queue_id in self.taking or not valid_queue_id(queue_id):
             return
         self.taking.add(queue_id)
         try:
-            await self._take_one(queue, queue_id, ignore_time)
+            await self._take_one(_Candidate(queue, queue_id, ignore_time, flush))
         finally:
             self.taking.discard(queue_id)
 
-    async def _take_one(self, queue: QueueName, queue_id: str, ignore_time: bool) -> None:
+    async def _take_one(self, candidate: _Candidate) -> None:
         setup = self.setup
+        queue, queue_id = candidate.queue, candidate.name
         try:
             intake: Intake = await asyncio.to_thread(
                 take,
@@ -433,7 +473,8 @@ class Qmgr:
                 queue,
                 queue_id,
                 now=time.time(),
-                ignore_time=ignore_time,
+                ignore_time=candidate.ignore_time,
+                flush=candidate.flush,
                 resolve=setup.resolver.resolve,
                 logs=setup.logs,
                 settings=setup.intake,
@@ -606,6 +647,7 @@ class Qmgr:
             )
             log_traceback(log, exc)
             self.active.pop(message.queue_id, None)
+            self._found_early.pop(message.queue_id, None)
             self._room.set()
             return
         if notice is not None:
@@ -614,6 +656,7 @@ class Qmgr:
         self._schedule(message)
 
     async def _finish(self, message: ActiveMessage) -> None:
+        deferred = False
         try:
             finished = await asyncio.to_thread(self.setup.finisher.finish, message)
         except Exception as exc:  # the file stays in active/ for the next start
@@ -625,13 +668,18 @@ class Qmgr:
             )
             log_traceback(log, exc)
         else:
-            if finished.deferred_until is not None:
+            deferred = finished.deferred_until is not None
+            if deferred:
                 self._counts.deferred += 1
             if finished.notice is not None:
                 self._request_scan(self.incoming)
         finally:
             self.active.pop(message.queue_id, None)
             self._room.set()
+        early = self._found_early.pop(message.queue_id, None)
+        if early is not None and deferred:
+            self._found_again.append(early)
+            self._wake.set()
 
     # -- status --------------------------------------------------------------------------
     async def _status_loop(self) -> None:

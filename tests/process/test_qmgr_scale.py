@@ -1,4 +1,5 @@
-"""qmgr at scale, as a process: large messages read in batches, large deferred queues.
+"""qmgr at scale, as a process: large messages read in batches, large deferred queues,
+and the brakes an admin puts on a transport (defer_transports, rate delays).
 
 The smtp agent is test_qmgr_flow's FakeAgent (the agent's side of
 core/deliver_request, with real done marks under a shared lock), here also counting
@@ -12,27 +13,32 @@ while 20,000 backlog messages fill the active queue for a slow site (peak 62 MB)
 
 from __future__ import annotations
 
+import itertools
 import os
 import threading
 import time
 from pathlib import Path
 
 from sdmail.cleanup.api import Cleanup, Origin, Submission
+from sdmail.core import bounce_log
 from sdmail.core.config import load_config
 from sdmail.core.deliver_request import BOUNCED, DEFERRED, DeliveryRequest, DeliveryResult
 from sdmail.core.records import QueueName, Recipient
 from sdmail.core.spool import Spool, make_queue_id
+from sdmail.core.trigger import SCAN_ALL, SCAN_DEFERRED
 from tests.process.test_qmgr_flow import HOST, FakeAgent, always_sent, kick, put, queue_is_empty
 
 REMOTE = "remote.example"
 
 
 class CountingAgent(FakeAgent):
-    """A FakeAgent that records the most recipients it held at once."""
+    """A FakeAgent that records the most recipients it held at once, and when each
+    delivery began and ended."""
 
     def __init__(self, *args, **kwargs) -> None:
         self.holding = 0
         self.most = 0
+        self.spans: list[list[float]] = []  # [start, end] of each delivery
         self._counting = threading.Lock()
         super().__init__(*args, **kwargs)
 
@@ -40,11 +46,14 @@ class CountingAgent(FakeAgent):
         with self._counting:
             self.holding += len(request.recipients)
             self.most = max(self.most, self.holding)
+            self.spans.append([time.monotonic(), 0.0])
+            span = self.spans[-1]
         try:
             return super()._deliver(request)
         finally:
             with self._counting:
                 self.holding -= len(request.recipients)
+                span[1] = time.monotonic()
 
 
 def test_a_large_message_is_read_and_delivered_in_batches_of_the_recipient_limit(
@@ -193,5 +202,78 @@ def test_an_active_queue_full_of_backlog_for_a_slow_site_leaves_room_for_new_mai
         assert max(times) < NEW_MAIL_WITHIN, times
         assert len(os.listdir(active)) <= 20_000
         assert peak_rss_mb(qmgr) < RSS_LIMIT_MB
+    finally:
+        agent.close()
+
+
+# -- defer_transports and rate delays -------------------------------------------------
+
+
+def test_a_deferred_transport_waits_for_an_explicit_flush(mailsys) -> None:
+    mailsys.write_main_cf("defer_transports = smtp\n")
+    agent = CountingAgent(mailsys, transport="smtp")
+    local = FakeAgent(mailsys)
+    try:
+        mailsys.start("qmgr", sockets=("qmgr",))
+        held = put(mailsys, f"someone@{REMOTE}", f"ann@{HOST}")
+        kick(mailsys)
+        deferred = mailsys.queue_dir / "deferred"
+        mailsys.wait_for(lambda: os.listdir(deferred) == [held], "the deferral")
+        assert local.deliveries == {(held, f"ann@{HOST}"): 1}  # local is not held back
+        [record] = bounce_log.read(mailsys.queue_dir, QueueName.DEFER, held)
+        assert (record.address, record.dsn, record.text) == (
+            f"someone@{REMOTE}",
+            "4.3.2",
+            "deferred transport",
+        )
+        assert "dsn=4.3.2, status=deferred (deferred transport)" in mailsys.log("qmgr")
+        kick(mailsys, SCAN_ALL + SCAN_DEFERRED)  # a deferred-queue run, but no flush
+        mailsys.wait_for(
+            lambda: mailsys.log("qmgr").count(f"{held}: from=<") == 2, "the second try"
+        )
+        mailsys.wait_for(lambda: os.listdir(deferred) == [held], "the second deferral")
+        assert agent.requests == []
+
+        assert mailsys.run("postqueue", "-f").returncode == 0
+        mailsys.wait_for(lambda: queue_is_empty(mailsys), "delivery on postqueue -f")
+        assert agent.deliveries == {(held, f"someone@{REMOTE}"): 1}
+
+        again = put(mailsys, f"other@{REMOTE}")
+        kick(mailsys)
+        mailsys.wait_for(lambda: os.listdir(deferred) == [again], "the next deferral")
+        assert mailsys.run("sendmail", "-q").returncode == 0
+        mailsys.wait_for(lambda: queue_is_empty(mailsys), "delivery on sendmail -q")
+        assert agent.deliveries[(again, f"other@{REMOTE}")] == 1
+    finally:
+        agent.close()
+        local.close()
+
+
+def test_a_destination_rate_delay_spaces_deliveries_one_at_a_time(mailsys) -> None:
+    mailsys.write_main_cf("smtp_destination_rate_delay = 1s\n")
+    agent = CountingAgent(mailsys, transport="smtp")
+    try:
+        mailsys.start("qmgr", sockets=("qmgr",))
+        made = [put(mailsys, f"user{n}@{REMOTE}") for n in range(4)]
+        other = put(mailsys, "someone@other.example")
+        kick(mailsys)
+        mailsys.wait_for(lambda: queue_is_empty(mailsys), "every delivery", timeout=30)
+        assert {qid for qid, _ in agent.deliveries} == {*made, other}
+        remote = sorted(
+            span
+            for span, request in zip(agent.spans, agent.requests, strict=True)
+            if request.nexthop == REMOTE
+        )
+        assert len(remote) == 4
+        gaps = [later[0] - earlier[1] for earlier, later in itertools.pairwise(remote)]
+        assert min(gaps) >= 0.9, gaps  # one at a time, a second apart
+        assert max(gaps) < 3, gaps
+        # the other destination did not wait behind the paused one
+        [other_span] = [
+            span
+            for span, request in zip(agent.spans, agent.requests, strict=True)
+            if request.nexthop == "other.example"
+        ]
+        assert other_span[0] < remote[1][0]
     finally:
         agent.close()

@@ -49,7 +49,7 @@ class Queue:
     def take(self, queue_id: str, queue: QueueName = QueueName.INCOMING, **kw) -> Intake:
         kw.setdefault("now", time.time())
         kw.setdefault("ignore_time", False)
-        kw.setdefault("settings", IntakeSettings("double-bounce", 20000))
+        kw.setdefault("settings", IntakeSettings("double-bounce", 20000, frozenset()))
         return take(
             self.spool,
             queue,
@@ -179,7 +179,7 @@ def test_a_large_message_is_read_in_batches_of_the_recipient_limit(
     caplog.set_level(logging.INFO)
     addresses = [f"user{n}@{HOST}" for n in range(25)]
     queue_id = queue.put(*addresses)
-    settings = IntakeSettings("double-bounce", 10)
+    settings = IntakeSettings("double-bounce", 10, frozenset())
     intake = queue.take(queue_id, settings=settings)
     message = intake.message
     assert message is not None
@@ -220,6 +220,33 @@ def test_the_error_transport_bounces_with_the_next_hop_text(tmp_path: Path) -> N
     [record] = bounce_log.read(queue.dir, QueueName.BOUNCE, queue_id)
     assert (record.dsn, record.text) == ("5.1.1", "User unknown in virtual alias table")
     assert [r.done for r in queue.recipients(queue_id)] == [True]
+
+
+def test_a_deferred_transport_is_deferred_unless_a_flush_takes_the_message(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    settings = IntakeSettings("double-bounce", 20000, frozenset({"local", "uucp"}))
+    queue_id = queue.put(f"ann@{HOST}")
+    intake = queue.take(queue_id, settings=settings)
+    assert intake.message is not None
+    assert intake.message.todo == [] and intake.message.outstanding == 0
+    [record] = bounce_log.read(queue.dir, QueueName.DEFER, queue_id)
+    assert (record.address, record.dsn, record.text) == (
+        f"ann@{HOST}",
+        "4.3.2",
+        "deferred transport",
+    )
+    [line] = [text for text in logged(caplog, queue_id) if "to=<" in text]
+    assert f"to=<ann@{HOST}>, relay=none," in line
+    assert line.endswith("dsn=4.3.2, status=deferred (deferred transport)")
+    assert [r.done for r in queue.recipients(queue_id)] == [False]
+
+    flushed = queue.put(f"bob@{HOST}")
+    intake = queue.take(flushed, settings=settings, flush=True)
+    assert intake.message is not None
+    assert [(t.address, t.transport) for t in intake.message.todo] == [(f"bob@{HOST}", "local")]
+    assert intake.message.flushed
 
 
 class BrokenTable:

@@ -80,6 +80,21 @@ def test_ignoring_time_stamps_belongs_to_the_pass_it_was_asked_for(spool: Spool)
     assert not scan.ignore_time
 
 
+def test_a_flush_belongs_to_the_pass_it_was_asked_for_too(spool: Spool) -> None:
+    put(spool, QueueName.DEFERRED, 1)
+    scan = QueueScan(spool, QueueName.DEFERRED)
+    scan.request(flush=True)
+    assert scan.flush and not scan.ignore_time
+    scan.request(ignore_time=True)  # the next pass: ignores time stamps, no flush
+    run_pass(scan)
+    assert (scan.running, scan.flush, scan.ignore_time) == (True, False, True)
+    run_pass(scan)
+    scan.request(flush=True)
+    scan.request(flush=True, ignore_time=True)
+    run_pass(scan)
+    assert (scan.flush, scan.ignore_time) == (True, True)
+
+
 def test_no_pass_no_names(spool: Spool) -> None:
     put(spool, QueueName.INCOMING, 1)
     scan = QueueScan(spool, QueueName.INCOMING)
