@@ -19,7 +19,9 @@ A message is read in batches of at most qmgr_message_recipient_limit recipients
 still to deliver (Postfix's rule): `take` reads the first batch and keeps where
 the next one begins in the message; when every recipient of a batch has a result,
 `read_more` reads the next one from there (no lock: the file stays in active/,
-and qmgr's own marks and the agents' touch different records).
+and qmgr's own marks and the agents' touch different records).  After the last
+batch, `read_all_recipients` gives the message its whole recipient list back for
+the notices at the end, which take each recipient's DSN details from it.
 
 Some recipients are settled here, under the lock, without an agent: mail to the
 local `$double_bounce_sender` is discarded (done, logged as sent with
@@ -183,6 +185,15 @@ def read_more(
         )
         _batch(message, queue_file)
         _resolve_all(message, handle, resolve, logs, settings)
+
+
+def read_all_recipients(queue: spool.Spool, message: ActiveMessage) -> None:
+    """Put every recipient of MESSAGE's file in active/ (done or not) into its envelope.
+
+    Raises what `read_more` raises; MESSAGE is then unchanged.
+    """
+    with queue.open(QueueName.ACTIVE, message.queue_id) as handle:
+        message.envelope = qfile.read_envelope(handle.fd).envelope
 
 
 def _resolve_all(

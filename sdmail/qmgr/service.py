@@ -81,12 +81,13 @@ from sdmail.core.trigger import FLUSH_DEAD, SCAN_ALL, SCAN_DEFERRED, SCAN_INCOMI
 from sdmail.core.user_acl import exempt_uids
 from sdmail.qmgr import dispatch
 from sdmail.qmgr.fastflush import FastFlushLog
-from sdmail.qmgr.finish import Finisher, FinishSettings
+from sdmail.qmgr.finish import Finished, Finisher, FinishSettings
 from sdmail.qmgr.intake import (
     STILL_BEING_DELIVERED_DELAY,
     Intake,
     IntakeSettings,
     Outcome,
+    read_all_recipients,
     read_more,
     take,
 )
@@ -225,11 +226,13 @@ class Qmgr:
         self.scheduler: Scheduler[Entry] = Scheduler()
         self.active: dict[str, ActiveMessage] = {}
         self.taking: set[str] = set()  # queue IDs a feeder is taking in now
-        # Deferred files found while their message was still active (its move to
-        # deferred/ done, its end not yet seen here): taken once the end is seen, so
-        # that a flush right after a deferral is not lost.
+        # Deferred files a flush found while their message was still active (its move
+        # to deferred/ done, its end not yet seen here): taken once the end is seen, so
+        # that a flush right after a deferral is not lost.  (Other passes would find
+        # them not yet due.)
         self._found_early: dict[str, _Candidate] = {}
         self._found_again: deque[_Candidate] = deque()
+        self._batched: set[str] = set()  # active messages read in more than one batch
         self.incoming = QueueScan(queue, QueueName.INCOMING)
         self.deferred = QueueScan(queue, QueueName.DEFERRED)
         self.named = _NamedDeferred()
@@ -452,7 +455,7 @@ class Qmgr:
         # file until it has left its queue, and inotify names deferred files the deferred
         # scan finds too.  A second take would find active/ID taken, fail, and put the
         # first one's file back to rest in incoming/.
-        if queue_id in self.active and queue is QueueName.DEFERRED:
+        if queue_id in self.active and queue is QueueName.DEFERRED and (ignore_time or flush):
             self._found_early[queue_id] = _Candidate(queue, queue_id, ignore_time, flush)
             return
         if queue_id in self.active or queue_id in self.taking or not valid_queue_id(queue_id):
@@ -648,17 +651,28 @@ class Qmgr:
             log_traceback(log, exc)
             self.active.pop(message.queue_id, None)
             self._found_early.pop(message.queue_id, None)
+            self._batched.discard(message.queue_id)
             self._room.set()
             return
         if notice is not None:
             self._request_scan(self.incoming)
+        self._batched.add(message.queue_id)
         self._held += message.outstanding
         self._schedule(message)
 
     async def _finish(self, message: ActiveMessage) -> None:
         deferred = False
+        batched = message.queue_id in self._batched
+        self._batched.discard(message.queue_id)
+        finisher = self.setup.finisher
+
+        def finish() -> Finished:
+            if batched:  # the notices match their records to every recipient's DSN details
+                read_all_recipients(self.spool, message)
+            return finisher.finish(message)
+
         try:
-            finished = await asyncio.to_thread(self.setup.finisher.finish, message)
+            finished = await asyncio.to_thread(finish)
         except Exception as exc:  # the file stays in active/ for the next start
             log.error(
                 "%s: cannot finish the delivery round: %s: %s; left in the active queue",

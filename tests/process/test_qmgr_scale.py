@@ -23,7 +23,7 @@ from sdmail.cleanup.api import Cleanup, Origin, Submission
 from sdmail.core import bounce_log
 from sdmail.core.config import load_config
 from sdmail.core.deliver_request import BOUNCED, DEFERRED, DeliveryRequest, DeliveryResult
-from sdmail.core.records import QueueName, Recipient
+from sdmail.core.records import Envelope, Notify, QueueName, Recipient
 from sdmail.core.spool import Spool, make_queue_id
 from sdmail.core.trigger import SCAN_ALL, SCAN_DEFERRED
 from tests.process.test_qmgr_flow import HOST, FakeAgent, always_sent, kick, put, queue_is_empty
@@ -94,6 +94,32 @@ def test_a_large_message_is_read_and_delivered_in_batches_of_the_recipient_limit
         mailsys.wait_for(lambda: len(local.contents) == 2, "both notices delivered")
         notices = b"\n".join(local.contents.values())
         assert all(f"Final-Recipient: rfc822; {a}".encode() in notices for a in bounced)
+    finally:
+        smtp.close()
+        local.close()
+
+
+def test_success_notices_of_every_batch_reach_the_sender(mailsys) -> None:
+    mailsys.write_main_cf("qmgr_message_recipient_limit = 10\n")
+    smtp = FakeAgent(mailsys, transport="smtp")
+    local = FakeAgent(mailsys)  # the sender is local
+    wanted = {3: f"user3@{REMOTE}", 25: f"user25@{REMOTE}"}  # batches 1 and 3 of 3
+    recipients = tuple(
+        Recipient(f"user{n}@{REMOTE}", notify=Notify.SUCCESS if n in wanted else Notify(0))
+        for n in range(30)
+    )
+    envelope = Envelope(f"joe@{HOST}", recipients, arrival_sec=int(time.time()))
+    try:
+        mailsys.start("qmgr", sockets=("qmgr",))
+        with Spool(mailsys.queue_dir) as spool:
+            queue_id = spool.create(QueueName.INCOMING, envelope, b"Subject: s\n\nx\n").queue_id
+        kick(mailsys)
+        mailsys.wait_for(lambda: len(local.contents) >= 1, "the success notice")
+        mailsys.wait_for(lambda: queue_is_empty(mailsys), "the queue to empty")
+        assert len([qid for qid, _ in smtp.deliveries if qid == queue_id]) == 30
+        [notice] = local.contents.values()
+        assert notice.count(b"Action: relayed") == 2
+        assert all(f"Final-Recipient: rfc822; {a}".encode() in notice for a in wanted.values())
     finally:
         smtp.close()
         local.close()
