@@ -136,6 +136,7 @@ class Pickup:
 
     def run(self) -> int:
         self.watch.ensure()  # before the first scan, so that no file slips between the two
+        self.ctx.ready()  # watching: what a test (or an admin) may rely on from here
         full, news = True, False
         next_wakeup = time.monotonic() + self.wakeup
         while True:

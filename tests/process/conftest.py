@@ -101,6 +101,7 @@ class MailSystem:
         mode: int = 0o666,
         tcp: tuple[str, ...] = (),
         interpreter: str | None = None,
+        environment: dict[str, str] | None = None,
     ) -> subprocess.Popen[bytes]:
         """Run `python3 -m sdmail.COMPONENT -c CONFIG_DIR ARGS` with SOCKETS passed as LISTEN_FDS.
 
@@ -128,7 +129,7 @@ class MailSystem:
             listeners.append(listener)
         names = (*sockets, *tcp)
         fds = [listener.fileno() for listener in listeners]
-        env = self.env
+        env = {**self.env, **(environment or {})}
         if names:
             env.update(LISTEN_FDS=str(len(fds)), LISTEN_FDNAMES=":".join(names))
 
@@ -170,6 +171,29 @@ class MailSystem:
             queue_file = decode(data)
             found.append((name, queue_file.envelope, queue_file.content_from(data)))
         return found
+
+    def start_ready(
+        self, component: str, sockets: tuple[str, ...] = (), args: tuple[str, ...] = ()
+    ) -> subprocess.Popen[bytes]:
+        """`start`, then wait until the daemon said READY=1 on its NOTIFY_SOCKET, as systemd
+        would: its signal handlers are in place, so a signal the test sends is handled."""
+        path = self.root / f"notify-{component}-{len(self.processes)}"
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as receiver:
+            receiver.bind(str(path))
+            receiver.settimeout(1)
+            process = self.start(component, sockets, args, environment={"NOTIFY_SOCKET": str(path)})
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    datagram = receiver.recv(4096)
+                except TimeoutError:
+                    if process.poll() is not None:
+                        break
+                    continue
+                if b"READY=1" in datagram.splitlines():
+                    path.unlink()
+                    return process
+        raise AssertionError(f"{component} never said READY=1: {self.log(component)[-2000:]}")
 
     def log(self, component: str) -> str:
         path = self.root / f"{component}.log"

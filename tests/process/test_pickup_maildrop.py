@@ -170,9 +170,8 @@ def test_bad_files_go_to_corrupt_with_warnings_and_the_good_ones_still_go(mailsy
 
 
 def test_bad_files_put_in_while_pickup_runs_are_set_aside_at_once(mailsys):
-    process = start_pickup(mailsys)
+    process = mailsys.start_ready("pickup")  # watching an empty maildrop/
     maildrop = mailsys.queue_dir / "maildrop"
-    time.sleep(0.5)  # pickup is watching an empty maildrop/
     os.symlink("/etc/shadow", maildrop / "0000000000z7")
     os.mkfifo(maildrop / "0000000000z8")
     mailsys.wait_for(
@@ -295,8 +294,7 @@ def test_a_permanent_refusal_moves_the_file_to_corrupt_naming_the_reason(mailsys
 
 
 def test_sigterm_ends_pickup_at_once(mailsys):
-    process = start_pickup(mailsys)
-    time.sleep(0.5)
+    process = mailsys.start_ready("pickup")
     process.send_signal(signal.SIGTERM)
     assert exited(process, 5) == 0
     assert "terminating on signal 15" in mailsys.log("pickup")

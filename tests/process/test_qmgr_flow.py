@@ -209,8 +209,7 @@ def test_a_message_is_delivered_and_removed(mailsys, agent_factory) -> None:
 
 def test_mail_is_noticed_without_a_trigger(mailsys, agent_factory) -> None:
     agent = agent_factory()
-    start_qmgr(mailsys)
-    time.sleep(0.5)  # qmgr is up and watching
+    mailsys.start_ready("qmgr", sockets=("qmgr",))  # up and watching
     queue_id = put(mailsys, f"ann@{HOST}")
     mailsys.wait_for(lambda: agent.deliveries[(queue_id, f"ann@{HOST}")] == 1, "the delivery")
 
@@ -399,8 +398,7 @@ def test_status_reaches_the_notify_socket(mailsys, monkeypatch) -> None:
 
 
 def test_sigterm_ends_qmgr_cleanly(mailsys) -> None:
-    process = start_qmgr(mailsys)
-    time.sleep(0.5)
+    process = mailsys.start_ready("qmgr", sockets=("qmgr",))
     process.send_signal(signal.SIGTERM)
     assert process.wait(10) == 0
     assert "terminating on signal 15" in mailsys.log("qmgr")
@@ -448,8 +446,7 @@ def test_the_active_queue_never_holds_more_than_its_limit(mailsys, agent_factory
 def test_a_reload_changes_where_mail_goes(mailsys, agent_factory) -> None:
     agent_factory()
     mine = agent_factory(transport="mine")
-    qmgr = start_qmgr(mailsys)
-    time.sleep(0.5)
+    qmgr = mailsys.start_ready("qmgr", sockets=("qmgr",))
     mailsys.write_main_cf("local_transport = mine:$myhostname\n")
     qmgr.send_signal(signal.SIGHUP)
     mailsys.wait_for(lambda: "reload -- configuration" in mailsys.log("qmgr"), "the reload")
@@ -461,8 +458,7 @@ def test_a_reload_changes_where_mail_goes(mailsys, agent_factory) -> None:
 
 def test_a_reload_qmgr_cannot_use_keeps_the_old_configuration(mailsys, agent_factory) -> None:
     agent = agent_factory()
-    qmgr = start_qmgr(mailsys)
-    time.sleep(0.5)
+    qmgr = mailsys.start_ready("qmgr", sockets=("qmgr",))
     mailsys.write_main_cf("default_destination_concurrency_negative_feedback = lots\n")
     qmgr.send_signal(signal.SIGHUP)
     mailsys.wait_for(
