@@ -319,5 +319,6 @@ def test_qmgr_routes_a_transport_map_entry_to_the_pipe_transport(mailsys, pipe):
         lambda: not mailsys.queue_files("incoming", "active", "deferred"), "an empty queue"
     )
     assert pipe.records()[0]["argv"] == ["-f", "ann@example.org", "--", "joe@pipe.example"]
-    assert f"{queue_id}: removed" in mailsys.log("qmgr")
+    # qmgr logs `removed` just after the file went
+    mailsys.wait_for(lambda: f"{queue_id}: removed" in mailsys.log("qmgr"), "the removed line")
     assert os.path.exists(mailsys.socket_path("maildrop"))

@@ -28,7 +28,8 @@ def test_a_message_reaches_a_local_mailbox_and_leaves_the_queue(mailsys, make_us
     mailsys.wait_for(
         lambda: not mailsys.queue_files("incoming", "active", "deferred"), "an empty queue"
     )
-    assert f"{queue_id}: removed" in mailsys.log("qmgr")
+    # qmgr logs `removed` just after the file went
+    mailsys.wait_for(lambda: f"{queue_id}: removed" in mailsys.log("qmgr"), "the removed line")
     assert f"{queue_id}: to=<{user.pw_name}@{HOST}>" in mailsys.log("local")
     assert "status=sent" in mailsys.log("local")
 

@@ -185,5 +185,6 @@ def test_qmgr_routes_a_virtual_domain_to_the_agent_and_the_queue_empties(mailsys
     mailsys.wait_for(
         lambda: not mailsys.queue_files("incoming", "active", "deferred"), "an empty queue"
     )
-    assert f"{queue_id}: removed" in mailsys.log("qmgr")
+    # qmgr logs `removed` just after the file went
+    mailsys.wait_for(lambda: f"{queue_id}: removed" in mailsys.log("qmgr"), "the removed line")
     assert log_has(mailsys, rf"{queue_id}: to=<someone@{DOMAIN}>, relay=virtual, .*status=sent")
