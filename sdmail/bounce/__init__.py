@@ -15,16 +15,20 @@ sender, whose failures only the 2bounce class reports; not a recipient whose DSN
 NOTIFY leaves the event out).  It reads the status logs (core/bounce_log) and
 the message's queue file (core/spool, read only) and removes the bounce and
 trace logs once their notice is queued; it never moves or changes a queue file.
-The per-message logs themselves are written by qmgr.
+The per-message logs themselves are written by the delivery agents and qmgr
+(core/bounce_log).
 
 A NOTIFY=SUCCESS recipient handed to a next hop that offers DSN gets no success
 notice from here: the request went on with the mail (RFC 3461), and the smtp
 client's outcome says so (`agent.Outcome.dsn_passed`); to one that does not, the
 notice says `relayed`.
 
-Not done yet: message/global types for SMTPUTF8 originals, bounce_template_file,
-the `expanded` action for aliases that asked for NOTIFY=SUCCESS (an alias's
-copies report their own deliveries).
+An alias or .forward that sends copies on reports `expanded`, and its copies do not
+ask for success notices again.  An SMTPUTF8 original gets RFC 6533's
+message/global-delivery-status, message/global and message/global-headers parts,
+as Postfix sends them.
+
+Not done yet: bounce_template_file.
 
 HOSTILE INPUT: reason texts from remote servers and addresses from anywhere end
 up in the notice; control characters are shown as `?` and long lines folded, so

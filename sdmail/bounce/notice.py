@@ -138,6 +138,7 @@ class Original:
     headers_only: bool
     message_id: str | None = None
     envid: str | None = None
+    smtputf8: bool = False  # RFC 6533: the report and the original go as message/global*
 
 
 @dataclass(frozen=True)
@@ -189,7 +190,7 @@ def notice(
         ),
         _part(
             "Delivery report",
-            "message/delivery-status",
+            "message/global-delivery-status" if original.smtputf8 else "message/delivery-status",
             _report(original, failures, myhostname, timing),
         ),
     ]
@@ -298,9 +299,11 @@ def diagnostic_of(reason: str) -> tuple[str, str, str | None]:
 
 def _returned_part(kind: Kind, original: Original) -> bytes:
     if original.headers_only:
-        head = f"Content-Description: {kind.returned} Headers\nContent-Type: text/rfc822-headers\n"
+        content_type = "message/global-headers" if original.smtputf8 else "text/rfc822-headers"
+        head = f"Content-Description: {kind.returned} Headers\nContent-Type: {content_type}\n"
     else:
-        head = f"Content-Description: {kind.returned}\nContent-Type: message/rfc822\n"
+        content_type = "message/global" if original.smtputf8 else "message/rfc822"
+        head = f"Content-Description: {kind.returned}\nContent-Type: {content_type}\n"
     content = original.content
     if any(byte >= 0x80 for byte in content):
         head += "Content-Transfer-Encoding: 8bit\n"

@@ -345,6 +345,7 @@ def _original(
         headers_only=headers_only,
         message_id=message_id or None,
         envid=envelope.envid,
+        smtputf8=envelope.smtputf8,
     )
 
 

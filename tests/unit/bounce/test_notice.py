@@ -188,3 +188,17 @@ def test_no_reason_or_address_can_add_a_header_or_a_part(reason: str, address: s
     assert len(blocks) == 2
     assert blocks[1]["Status"] == "5.0.0"
     assert blocks[1]["Action"] == "failed"
+
+
+def test_an_smtputf8_original_goes_back_in_rfc_6533_parts() -> None:
+    whole = non_delivery_notice(original(smtputf8=True), [unknown_user()], myhostname=HOST, now=NOW)
+    assert parse(whole).get_param("report-type") == "delivery-status"
+    types = [part.get_content_type() for part in parts(whole)]
+    assert types == ["text/plain", "message/global-delivery-status", "message/global"]
+    headers = non_delivery_notice(
+        original(smtputf8=True, headers_only=True, content=ORIGINAL_HEADERS),
+        [unknown_user()],
+        myhostname=HOST,
+        now=NOW,
+    )
+    assert parts(headers)[2].get_content_type() == "message/global-headers"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import logging
@@ -185,3 +186,14 @@ def test_no_bounce_log_no_notice(queue: Queue) -> None:
     queue_id = queue.message(env)
     assert queue.notifier.send_non_delivery(QueueName.ACTIVE, queue_id, env) is None
     assert queue.incoming() == []
+
+
+def test_an_smtputf8_message_gets_its_notice_in_rfc_6533_parts(queue: Queue) -> None:
+    env = dataclasses.replace(envelope(), smtputf8=True)
+    queue_id = queue.message(env)
+    queue.bounce(queue_id, "nobody@example.net", "5.1.1", 'unknown user: "nobody"')
+    queue.notifier.send_non_delivery(QueueName.ACTIVE, queue_id, env)
+    [(parsed, content)] = queue.incoming()
+    assert parsed.envelope.smtputf8
+    assert b"Content-Type: message/global-delivery-status" in content
+    assert b"Content-Type: message/global\n" in content
