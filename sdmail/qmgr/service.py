@@ -642,13 +642,7 @@ class Qmgr:
         try:
             notice = await asyncio.to_thread(read)
         except Exception as exc:  # the file stays in active/ for the next start
-            log.error(
-                "%s: cannot read more recipients: %s: %s; left in the active queue",
-                message.queue_id,
-                type(exc).__name__,
-                exc,
-            )
-            log_traceback(log, exc)
+            _left_in_active(message, "cannot read more recipients", exc)
             self.active.pop(message.queue_id, None)
             self._found_early.pop(message.queue_id, None)
             self._batched.discard(message.queue_id)
@@ -674,13 +668,7 @@ class Qmgr:
         try:
             finished = await asyncio.to_thread(finish)
         except Exception as exc:  # the file stays in active/ for the next start
-            log.error(
-                "%s: cannot finish the delivery round: %s: %s; left in the active queue",
-                message.queue_id,
-                type(exc).__name__,
-                exc,
-            )
-            log_traceback(log, exc)
+            _left_in_active(message, "cannot finish the delivery round", exc)
         else:
             deferred = finished.deferred_until is not None
             if deferred:
@@ -727,6 +715,18 @@ def _site_failure(result: DeliveryResult) -> Status | None:
         if status.status == DEFERRED:
             return status.as_status()
     return dispatch.TRANSPORT_ERROR
+
+
+def _left_in_active(message: ActiveMessage, what: str, exc: Exception) -> None:
+    """Log an unexpected failure that leaves MESSAGE's file in active/ for the next start."""
+    log.error(
+        "%s: %s: %s: %s; left in the active queue",
+        message.queue_id,
+        what,
+        type(exc).__name__,
+        exc,
+    )
+    log_traceback(log, exc)
 
 
 def _record_result(logs: StatusLogs, entry: Entry, result: DeliveryResult) -> None:
